@@ -1,0 +1,109 @@
+"""REST blueprints under /api, and the JSON error contract they share."""
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from flask import Blueprint, Flask, jsonify, request
+from flask_jwt_extended import get_jwt, verify_jwt_in_request
+from werkzeug.exceptions import HTTPException
+
+from nexus.errors import NexusError
+from nexus.models import User
+from nexus.services import tokens
+
+log = logging.getLogger("nexus.api")
+
+_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMITED",
+}
+
+
+def error_response(error: NexusError):
+    """The JSON body and status of an error."""
+    return jsonify({"success": False, "error": error.to_dict()}), error.status
+
+
+def json_body() -> dict[str, Any]:
+    """The request's JSON object; UNSUPPORTED_MEDIA_TYPE or BAD_REQUEST otherwise."""
+    if not request.is_json:
+        raise NexusError("UNSUPPORTED_MEDIA_TYPE")
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise NexusError("BAD_REQUEST", "The body must be a JSON object.")
+    return data
+
+
+def current_user(*, refresh: bool = False) -> User:
+    """The account of the request's bearer token (checked against the blocklist and bans)."""
+    verify_jwt_in_request(refresh=refresh)
+    return tokens.identity_from_claims(get_jwt()).user
+
+
+def require_admin() -> User:
+    """The requesting admin; FORBIDDEN for anyone else."""
+    user = current_user()
+    if not user.is_admin:
+        raise NexusError("FORBIDDEN", "Administrators only.")
+    return user
+
+
+def register_error_handlers(app: Flask) -> None:
+    """JSON errors with catalogue codes for every /api and /health response."""
+
+    @app.errorhandler(NexusError)
+    def _nexus_error(error: NexusError):
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException):
+        status = error.code or 500
+        code = _HTTP_CODES.get(status, "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR")
+        return error_response(NexusError(code, error.description if status < 500 else None, status=status))
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception):
+        reference = uuid.uuid4().hex[:12]
+        log.error("internal error ref=%s %s %s", reference, request.method, request.path, exc_info=error)
+        return error_response(
+            NexusError(
+                "INTERNAL_ERROR",
+                f"Something went wrong on the server (reference {reference}).",
+                details={"reference": reference},
+            )
+        )
+
+
+def register_jwt_handlers(jwt: Any) -> None:
+    """flask-jwt-extended's refusals in the Nexus error shape."""
+
+    def refuse(code: str, message: str | None = None):
+        return error_response(NexusError(code, message))
+
+    jwt.unauthorized_loader(lambda reason: refuse("UNAUTHORIZED", "A bearer token is required."))
+    jwt.invalid_token_loader(lambda reason: refuse("INVALID_TOKEN"))
+    jwt.expired_token_loader(lambda header, payload: refuse("TOKEN_EXPIRED"))
+    jwt.revoked_token_loader(lambda header, payload: refuse("TOKEN_REVOKED"))
+    jwt.needs_fresh_token_loader(lambda header, payload: refuse("UNAUTHORIZED", "A fresh login is required."))
+    jwt.token_in_blocklist_loader(lambda header, payload: tokens.is_revoked(payload["jti"]))
+    jwt.user_lookup_error_loader(lambda header, payload: refuse("INVALID_TOKEN"))
+
+
+
+def register_blueprints(app: Flask) -> None:
+    """Mount every REST blueprint."""
+    from nexus.api import admin, auth, health
+
+    api = Blueprint("api", __name__, url_prefix="/api")
+    api.register_blueprint(auth.bp)
+    api.register_blueprint(admin.bp)
+    app.register_blueprint(api)
+    app.register_blueprint(health.bp)

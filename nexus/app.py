@@ -1,0 +1,165 @@
+"""The application factory, in small register_* steps."""
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Mapping
+
+from flask import Flask
+from sqlalchemy import event as sa_event
+from sqlalchemy.engine import Engine
+
+from nexus.config import Config
+from nexus.extensions import db, jwt, migrate, socketio
+from nexus.logs import configure_logging
+from nexus.realtime import acks, broadcast, jsonenc, queue
+from nexus.realtime.events import DEFAULT
+from nexus.realtime.sessions import SessionRegistry
+
+ROOT = Path(__file__).resolve().parent
+log = logging.getLogger("nexus")
+
+
+def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
+    """Build a Nexus app from a Config, from overrides of the environment's config, or from the environment."""
+    settings = _settings(config)
+    configure_logging(settings)
+    app = Flask(
+        "nexus",
+        instance_path=settings.instance_path,
+        template_folder=str(ROOT.parent / "templates"),
+        static_folder=None,
+    )
+    app.config["NEXUS"] = settings
+    register_flask_config(app, settings)
+    register_extensions(app, settings)
+    register_socketio(app, settings)
+    register_blueprints(app)
+    register_cli(app)
+    return app
+
+
+def _settings(config: Config | Mapping[str, Any] | None) -> Config:
+    if isinstance(config, Config):
+        return config
+    return Config.from_env(**dict(config or {}))
+
+
+def register_flask_config(app: Flask, settings: Config) -> None:
+    """Flask and extension settings derived from the Nexus configuration."""
+    Path(settings.instance_path).mkdir(parents=True, exist_ok=True)
+    # One secret is configured; the Flask session key is derived from it, not the same bytes.
+    session_key = hashlib.sha256(b"nexus-flask-session:" + settings.jwt_secret.encode()).hexdigest()
+    app.config.update(
+        SECRET_KEY=session_key,
+        TESTING=settings.is_testing,
+        MAX_CONTENT_LENGTH=settings.max_payload_bytes,
+        JSON_SORT_KEYS=False,
+        SQLALCHEMY_DATABASE_URI=settings.database_url,
+        SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings.database_url),
+        JWT_SECRET_KEY=settings.jwt_secret,
+        JWT_ALGORITHM="HS256",
+        JWT_DECODE_ALGORITHMS=["HS256"],
+        JWT_TOKEN_LOCATION=["headers"],
+        JWT_ACCESS_TOKEN_EXPIRES=timedelta(seconds=settings.access_token_ttl_s),
+        JWT_REFRESH_TOKEN_EXPIRES=timedelta(seconds=settings.refresh_token_ttl_s),
+        JWT_ERROR_MESSAGE_KEY="message",
+    )
+
+
+def _engine_options(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 15}}
+    return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20, "pool_recycle": 1800}
+
+
+@sa_event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers and the writer work at once; foreign keys are off by default in SQLite.
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.close()
+
+
+def register_extensions(app: Flask, settings: Config) -> None:
+    """Database, migrations and JWT."""
+    from nexus import models  # noqa: F401 - the models must be known to migrations
+    from nexus.api import register_jwt_handlers
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True, compare_type=True)
+    jwt.init_app(app)
+    register_jwt_handlers(jwt)
+    broadcast.register_session_hooks(db.session)
+
+
+def register_socketio(app: Flask, settings: Config) -> None:
+    """The Socket.IO server, its message queue, the namespaces and the broadcast facade."""
+    from nexus.realtime.namespaces.default import DefaultNamespace
+
+    protocol_logger: Any = logging.getLogger("socketio") if settings.protocol_debug else False
+    engine_logger: Any = logging.getLogger("engineio") if settings.protocol_debug else False
+    options: dict[str, Any] = dict(
+        async_mode=settings.async_mode or "gevent",
+        json=jsonenc,
+        cors_allowed_origins=_origin_checker(settings),
+        cors_credentials=settings.cors_credentials,
+        ping_interval=settings.ping_interval_ms / 1000,
+        ping_timeout=settings.ping_timeout_ms / 1000,
+        max_http_buffer_size=settings.max_payload_bytes,
+        cookie=None,
+        logger=protocol_logger,
+        engineio_logger=engine_logger,
+    )
+    manager = queue.client_manager(settings)
+    if manager is not None:
+        options["client_manager"] = manager
+    socketio.init_app(app, **options)
+    acks.track_ack_requests(socketio.server)
+
+    sessions = SessionRegistry()
+    app.extensions["nexus.sessions"] = sessions
+    namespaces = [DefaultNamespace(DEFAULT, config=settings, sessions=sessions)]
+    for namespace in namespaces:
+        socketio.on_namespace(namespace)
+    broadcast.install(
+        app, broadcast.Broadcaster(broadcast.ServerTransport(socketio.server), [n.namespace for n in namespaces])
+    )
+
+
+def _origin_checker(settings: Config) -> Any:
+    """Allow the configured origins and the server's own origin (the dashboard); '*' allows all."""
+    if "*" in settings.cors_origins:
+        return "*"
+    allowed = frozenset(settings.cors_origins)
+
+    def allowed_origin(origin: str | None, environ: dict[str, Any]) -> bool:
+        if origin is None:
+            return True  # not a browser: nothing cross-site to protect
+        if origin in allowed:
+            return True
+        host = environ.get("HTTP_HOST")
+        return host is not None and origin == f"{environ.get('wsgi.url_scheme', 'http')}://{host}"
+
+    return allowed_origin
+
+
+def register_blueprints(app: Flask) -> None:
+    """REST API, health and the error contract."""
+    from nexus.api import register_blueprints as register_api
+    from nexus.api import register_error_handlers
+
+    register_error_handlers(app)
+    register_api(app)
+
+
+def register_cli(app: Flask) -> None:
+    """The Nexus commands, also under `flask --app nexus`."""
+    from nexus.cli import register_commands
+
+    register_commands(app.cli)

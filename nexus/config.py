@@ -1,0 +1,284 @@
+"""Configuration: the only module that reads the environment."""
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import quote, urlsplit
+
+ENVIRONMENTS = ("development", "production", "testing")
+MIN_SECRET_BYTES = 32
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; names the variable."""
+
+    def __init__(self, variable: str, problem: str):
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Config:
+    """Validated settings of one Nexus process."""
+
+    env: str = "development"
+    host: str = "127.0.0.1"
+    port: int = 5000
+    instance_path: str = ""
+    instance_id: str = ""
+    database_url: str = ""
+    message_queue_url: str | None = None
+    redis_url: str | None = None
+    queue_channel: str = "nexus"
+    jwt_secret: str = ""
+    access_token_ttl_s: int = 15 * 60
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    cors_origins: tuple[str, ...] = ()
+    cors_credentials: bool = True
+    allow_guests: bool = True
+    guests_can_chat: bool = False
+    auto_create_rooms: bool = True
+    rate_limit_window_ms: int = 60_000
+    rate_limit_max_requests: int = 100
+    ping_timeout_ms: int = 60_000
+    ping_interval_ms: int = 25_000
+    max_payload_bytes: int = 1_000_000
+    websocket_compression: bool = False
+    auto_migrate: bool = True
+    create_demo_users: bool = True
+    log_level: str = "INFO"
+    log_json: bool = False
+    protocol_debug: bool = False
+    async_mode: str | None = None
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def is_testing(self) -> bool:
+        return self.env == "testing"
+
+    def with_overrides(self, **overrides: Any) -> "Config":
+        """A copy with some fields replaced (tests, CLI options)."""
+        known = {f.name for f in fields(self)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ConfigError(", ".join(sorted(unknown)), "unknown setting")
+        return replace(self, **overrides)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Config":
+        """Read and validate the environment; raises ConfigError naming the variable."""
+        env = _Reader(os.environ if environ is None else environ)
+        mode = env.choice("NEXUS_ENV", ENVIRONMENTS, default=env.raw("NODE_ENV") or "development")
+        production = mode == "production"
+
+        instance_path = env.text("NEXUS_INSTANCE_PATH", default=str(Path.cwd() / "instance"))
+        database_url = _database_url(env.text("DATABASE_URL", default=""), instance_path)
+
+        redis_url = _redis_url(env)
+        queue_url = env.url("MESSAGE_QUEUE_URL", schemes=("redis", "rediss", "amqp", "amqps"))
+        if queue_url is None and redis_url and env.flag("SOCKETIO_REDIS_ENABLED", default=False):
+            queue_url = redis_url
+
+        jwt_secret = env.text("JWT_SECRET", default="")
+        if jwt_secret and len(jwt_secret.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError("JWT_SECRET", f"must be at least {MIN_SECRET_BYTES} bytes long")
+        if not jwt_secret:
+            if production:
+                raise ConfigError("JWT_SECRET", "is required when NEXUS_ENV=production")
+            jwt_secret = _development_secret(instance_path)
+
+        origins = _origins(env, production)
+
+        ping_interval = env.integer("SOCKETIO_PING_INTERVAL", default=25_000, minimum=1_000, maximum=3_600_000)
+        ping_timeout = env.integer("SOCKETIO_PING_TIMEOUT", default=60_000, minimum=1_000, maximum=3_600_000)
+
+        values: dict[str, Any] = dict(
+            env=mode,
+            host=env.text("NEXUS_HOST", default="0.0.0.0" if production else "127.0.0.1"),
+            port=env.integer("PORT", default=5000, minimum=0, maximum=65535),
+            instance_path=instance_path,
+            instance_id=env.text("NEXUS_INSTANCE_ID", default="") or f"{os.uname().nodename}-{os.getpid()}",
+            database_url=database_url,
+            message_queue_url=queue_url,
+            redis_url=redis_url,
+            queue_channel=env.text("SOCKETIO_REDIS_PREFIX", default="nexus"),
+            jwt_secret=jwt_secret,
+            access_token_ttl_s=env.integer("JWT_ACCESS_TOKEN_EXPIRES_S", default=900, minimum=10, maximum=7 * 86400),
+            refresh_token_ttl_s=env.integer(
+                "JWT_REFRESH_TOKEN_EXPIRES_S", default=30 * 86400, minimum=60, maximum=365 * 86400
+            ),
+            cors_origins=origins,
+            cors_credentials=env.flag("SOCKETIO_CORS_CREDENTIALS", default=True),
+            allow_guests=env.flag("SOCKETIO_ALLOW_GUESTS", default=True),
+            guests_can_chat=env.flag("SOCKETIO_GUESTS_CAN_CHAT", default=False),
+            auto_create_rooms=env.flag("NEXUS_AUTO_CREATE_ROOMS", default=True),
+            rate_limit_window_ms=env.integer(
+                "SOCKETIO_RATE_LIMIT_WINDOW_MS", default=60_000, minimum=100, maximum=86_400_000
+            ),
+            rate_limit_max_requests=env.integer(
+                "SOCKETIO_RATE_LIMIT_MAX_REQUESTS", default=100, minimum=1, maximum=1_000_000
+            ),
+            ping_timeout_ms=ping_timeout,
+            ping_interval_ms=ping_interval,
+            max_payload_bytes=env.integer("SOCKETIO_MAX_PAYLOAD", default=1_000_000, minimum=1024, maximum=100_000_000),
+            websocket_compression=env.flag("SOCKETIO_WEBSOCKET_COMPRESSION", default=False),
+            auto_migrate=env.flag("NEXUS_AUTO_MIGRATE", default=not production),
+            create_demo_users=env.flag("NEXUS_DEMO_USERS", default=not production),
+            log_level=env.choice(
+                "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), default="INFO", upper=True
+            ),
+            log_json=env.flag("NEXUS_LOG_JSON", default=production),
+            protocol_debug=_protocol_debug(env.raw("DEBUG")),
+        )
+        values.update(overrides)
+        return cls(**values)
+
+
+class _Reader:
+    """Typed access to environment variables; every failure names the variable."""
+
+    def __init__(self, environ: Mapping[str, str]):
+        self.environ = environ
+
+    def raw(self, name: str) -> str | None:
+        value = self.environ.get(name)
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    def text(self, name: str, default: str) -> str:
+        value = self.raw(name)
+        return default if value is None else value
+
+    def integer(self, name: str, default: int, minimum: int, maximum: int) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(name, f"must be a whole number, got {value!r}") from None
+        if not minimum <= number <= maximum:
+            raise ConfigError(name, f"must be between {minimum} and {maximum}, got {number}")
+        return number
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(name, f"must be true or false, got {value!r}")
+
+    def choice(self, name: str, allowed: tuple[str, ...], default: str, upper: bool = False) -> str:
+        value = self.raw(name)
+        if value is None:
+            value = default
+        value = value.upper() if upper else value.lower()
+        if value not in allowed:
+            raise ConfigError(name, f"must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        _check_url(name, value, schemes)
+        return value
+
+
+def _check_url(name: str, value: str, schemes: tuple[str, ...]) -> None:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ConfigError(name, f"is not a valid URL ({exc})") from None
+    if parts.scheme not in schemes:
+        raise ConfigError(name, f"must start with one of {', '.join(s + '://' for s in schemes)}")
+    if not parts.hostname:
+        raise ConfigError(name, "has no host name")
+
+
+def _database_url(value: str, instance_path: str) -> str:
+    if not value:
+        return "sqlite:///" + str(Path(instance_path) / "nexus.db")
+    # Heroku hands out postgres:// URLs, which SQLAlchemy 2 no longer accepts.
+    if value.startswith("postgres://"):
+        value = "postgresql+psycopg://" + value[len("postgres://"):]
+    elif value.startswith("postgresql://"):
+        value = "postgresql+psycopg://" + value[len("postgresql://"):]
+    scheme = value.split("://", 1)[0] if "://" in value else ""
+    if not scheme.startswith(("sqlite", "postgresql")):
+        raise ConfigError("DATABASE_URL", "must be a sqlite:/// or postgresql:// URL")
+    return value
+
+
+def _redis_url(env: _Reader) -> str | None:
+    url = env.url("REDIS_URL", schemes=("redis", "rediss"))
+    if url:
+        return url
+    host = env.raw("REDIS_HOST")
+    if host is None:
+        return None
+    port = env.integer("REDIS_PORT", default=6379, minimum=1, maximum=65535)
+    password = env.raw("REDIS_PASSWORD")
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return f"redis://{auth}{host}:{port}/0"
+
+
+def _origins(env: _Reader, production: bool) -> tuple[str, ...]:
+    names = [n for n in ("SOCKETIO_CORS_ORIGIN", "FRONTEND_URL") if env.raw(n)]
+    origins: list[str] = []
+    for name in names:
+        for item in (env.raw(name) or "").split(","):
+            origin = item.strip().rstrip("/")
+            if not origin:
+                continue
+            if origin == "*":
+                if production:
+                    raise ConfigError(name, "'*' is not allowed when NEXUS_ENV=production; list the origins")
+            else:
+                _check_url(name, origin, ("http", "https"))
+            if origin not in origins:
+                origins.append(origin)
+    if not origins:
+        if production:
+            return ()  # same-origin only
+        return ("http://localhost:3000", "http://localhost:8080", "http://127.0.0.1:3000", "http://127.0.0.1:8080")
+    return tuple(origins)
+
+
+def _protocol_debug(value: str | None) -> bool:
+    # DEBUG=socketio:* (or socket.io:*, engineio:*) turns on the protocol loggers, as in Node.
+    if not value:
+        return False
+    return any(part.strip().startswith(("socketio", "socket.io", "engineio", "engine")) for part in value.split(","))
+
+
+def _development_secret(instance_path: str) -> str:
+    """A random key kept in the instance folder, so development tokens survive restarts."""
+    path = Path(instance_path) / "jwt-secret"
+    try:
+        existing = path.read_text().strip()
+        if len(existing.encode()) >= MIN_SECRET_BYTES:
+            return existing
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret)
+    return secret
+

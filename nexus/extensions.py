@@ -1,0 +1,16 @@
+"""Flask extensions, created unbound; nothing of nexus is imported here."""
+from flask_jwt_extended import JWTManager
+from flask_migrate import Migrate
+from flask_socketio import SocketIO
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.orm import DeclarativeBase
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every Nexus model."""
+
+
+db = SQLAlchemy(model_class=Base)
+migrate = Migrate()
+jwt = JWTManager()
+socketio = SocketIO()

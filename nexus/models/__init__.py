@@ -1,0 +1,24 @@
+"""The persistent model: one module per aggregate."""
+from nexus.models._types import isoformat, utcnow
+from nexus.models.actions import UserAction
+from nexus.models.messages import MESSAGE_TYPES, Message
+from nexus.models.notifications import Notification
+from nexus.models.rooms import ROOM_KINDS, Room, RoomMembership
+from nexus.models.tokens import RevokedToken
+from nexus.models.users import ROLES, STATUSES, User
+
+__all__ = [
+    "MESSAGE_TYPES",
+    "ROLES",
+    "ROOM_KINDS",
+    "STATUSES",
+    "Message",
+    "Notification",
+    "RevokedToken",
+    "Room",
+    "RoomMembership",
+    "User",
+    "UserAction",
+    "isoformat",
+    "utcnow",
+]

@@ -1,0 +1,1 @@
+"""Socket.IO adapters: namespaces, the broadcast facade, acks and connection auth."""

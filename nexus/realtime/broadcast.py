@@ -1,0 +1,134 @@
+"""The one way anything is emitted: from a request, a handler, the CLI or a worker process.
+
+Services call `emit` (now) or `emit_after_commit` (once the database commit that makes
+the event true has happened; dropped on rollback). The transport behind the facade is
+the app's Socket.IO server, a write-only message-queue emitter in processes that do not
+serve clients, or a recorder in tests.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterable, Protocol
+
+from flask import current_app
+from sqlalchemy import event as sa_event
+from sqlalchemy.orm import Session
+
+from nexus.realtime.events import namespaces_for
+
+log = logging.getLogger(__name__)
+
+_PENDING_KEY = "nexus.pending_events"
+_EXTENSION_KEY = "nexus.broadcaster"
+
+
+class Transport(Protocol):
+    """Anything that can deliver an event to a room of a namespace."""
+
+    def emit(
+        self, event: str, data: Any, *, room: str, namespace: str, skip_sid: str | None, local: bool = False
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class Emission:
+    """One event bound for one room."""
+
+    event: str
+    data: Any
+    room: str
+    skip_sid: str | None = None
+
+
+class Broadcaster:
+    """Delivers events to every namespace that serves them."""
+
+    def __init__(self, transport: Transport, namespaces: Iterable[str]):
+        self.transport = transport
+        self.namespaces = frozenset(namespaces)
+
+    def emit(self, event: str, data: Any, *, room: str, skip_sid: str | None = None) -> None:
+        """Send now."""
+        for namespace in namespaces_for(event):
+            if namespace in self.namespaces:
+                self.transport.emit(event, data, room=room, namespace=namespace, skip_sid=skip_sid)
+
+    def reply(self, event: str, data: Any, *, sid: str, namespace: str) -> None:
+        """Send to one socket of this process, on its own namespace (no message-queue hop)."""
+        self.transport.emit(event, data, room=sid, namespace=namespace, skip_sid=None, local=True)
+
+    def deliver(self, emissions: Iterable[Emission]) -> None:
+        for item in emissions:
+            try:
+                self.emit(item.event, item.data, room=item.room, skip_sid=item.skip_sid)
+            except Exception:  # the commit stands; a lost event must not undo it
+                log.exception("could not deliver %s to %s", item.event, item.room)
+
+
+class ServerTransport:
+    """Emits through this process's Socket.IO server (and its message queue, if any)."""
+
+    def __init__(self, server: Any):
+        self.server = server
+
+    def emit(
+        self, event: str, data: Any, *, room: str, namespace: str, skip_sid: str | None, local: bool = False
+    ) -> None:
+        self.server.emit(event, data, to=room, namespace=namespace, skip_sid=skip_sid, ignore_queue=local)
+
+
+class QueueTransport:
+    """Emits through the message queue only: for workers, scripts and the CLI."""
+
+    def __init__(self, manager: Any):
+        self.manager = manager
+
+    def emit(
+        self, event: str, data: Any, *, room: str, namespace: str, skip_sid: str | None, local: bool = False
+    ) -> None:
+        self.manager.emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid)
+
+
+def install(app: Any, broadcaster: Broadcaster) -> None:
+    """Make a broadcaster the app's facade."""
+    app.extensions[_EXTENSION_KEY] = broadcaster
+
+
+def broadcaster() -> Broadcaster:
+    """The current app's facade (a test may have swapped its transport for a recorder)."""
+    return current_app.extensions[_EXTENSION_KEY]
+
+
+def emit(event: str, data: Any, *, room: str, skip_sid: str | None = None) -> None:
+    """Send an event to a room now (use emit_after_commit when it reports a database change)."""
+    broadcaster().emit(event, data, room=room, skip_sid=skip_sid)
+
+
+def reply(event: str, data: Any, *, sid: str, namespace: str) -> None:
+    """Send an event to one socket of this process (welcome, pong, error)."""
+    broadcaster().reply(event, data, sid=sid, namespace=namespace)
+
+
+def emit_after_commit(session: Session, event: str, data: Any, *, room: str, skip_sid: str | None = None) -> None:
+    """Queue an event on a database session: sent after its commit, dropped on rollback."""
+    session.info.setdefault(_PENDING_KEY, []).append(Emission(event, data, room, skip_sid))
+
+
+def _send_pending(session: Session) -> None:
+    pending = session.info.pop(_PENDING_KEY, None)
+    if pending:
+        broadcaster().deliver(pending)
+
+
+def _drop_pending(session: Session) -> None:
+    dropped = session.info.pop(_PENDING_KEY, None)
+    if dropped:
+        log.debug("dropped %d event(s) of a rolled-back transaction", len(dropped))
+
+
+def register_session_hooks(session_factory: Any) -> None:
+    """Wire emit-after-commit into a session factory (flask-sqlalchemy's scoped session); idempotent."""
+    if not sa_event.contains(session_factory, "after_commit", _send_pending):
+        sa_event.listen(session_factory, "after_commit", _send_pending)
+        sa_event.listen(session_factory, "after_rollback", _drop_pending)

@@ -1,0 +1,74 @@
+"""Wire event names (the seeds' contract), listed once, and where each may be delivered."""
+from __future__ import annotations
+
+DEFAULT = "/"
+CHAT = "/chat"
+PRESENCE = "/presence"
+ADMIN = "/admin"
+
+# Server -> client.
+CONNECTED = "connected"
+ERROR = "error"
+RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
+PONG = "pong"
+ROOM_JOINED = "room_joined"
+ROOM_LEFT = "room_left"
+ROOM_MESSAGE = "room_message"
+NEW_MESSAGE = "new_message"
+USER_TYPING = "user_typing"
+USER_ONLINE = "user_online"
+USER_OFFLINE = "user_offline"
+ONLINE_USERS = "online_users"
+USER_UPDATED = "user_updated"
+USER_UPDATE = "user_update"
+NOTIFICATION = "notification"
+SYSTEM_MESSAGE = "system_message"
+ADMIN_MESSAGE = "admin_message"
+DEPARTMENT_MESSAGE = "department_message"
+SESSION_REVOKED = "session_revoked"
+
+# Which namespaces serve each server event: a client of any of them that is in the
+# target room receives it. The default namespace serves everything (the seeds' clients).
+NAMESPACES_BY_EVENT: dict[str, tuple[str, ...]] = {
+    ROOM_JOINED: (DEFAULT, CHAT),
+    ROOM_LEFT: (DEFAULT, CHAT),
+    ROOM_MESSAGE: (DEFAULT, CHAT),
+    NEW_MESSAGE: (DEFAULT, CHAT),
+    USER_TYPING: (DEFAULT, CHAT),
+    USER_ONLINE: (DEFAULT, PRESENCE),
+    USER_OFFLINE: (DEFAULT, PRESENCE),
+    USER_UPDATED: (DEFAULT, PRESENCE),
+    USER_UPDATE: (DEFAULT, PRESENCE),
+    NOTIFICATION: (DEFAULT, CHAT, PRESENCE, ADMIN),
+    SYSTEM_MESSAGE: (DEFAULT, CHAT, PRESENCE, ADMIN),
+    ADMIN_MESSAGE: (DEFAULT, ADMIN),
+    DEPARTMENT_MESSAGE: (DEFAULT, CHAT),
+    SESSION_REVOKED: (DEFAULT, CHAT, PRESENCE, ADMIN),
+}
+
+
+def namespaces_for(event: str) -> tuple[str, ...]:
+    """The namespaces an event is delivered on (the default namespace for events not listed)."""
+    return NAMESPACES_BY_EVENT.get(event, (DEFAULT,))
+
+
+# Rooms the server manages; clients can never join these by name.
+ALL_USERS_ROOM = "all_users"
+ROLE_ROOMS = {"admin": "admins", "moderator": "moderators"}
+RESERVED_ROOM_PREFIXES = ("user_", "department_", "sid_")
+RESERVED_ROOMS = frozenset({ALL_USERS_ROOM, *ROLE_ROOMS.values()})
+
+
+def user_room(user_id: int | str) -> str:
+    """The personal room every socket of a user is in."""
+    return f"user_{user_id}"
+
+
+def department_room(department: str) -> str:
+    """The room of every socket whose user belongs to a department."""
+    return f"department_{department}"
+
+
+def is_reserved_room(name: str) -> bool:
+    """True for server-managed rooms, which clients cannot join by name."""
+    return name in RESERVED_ROOMS or name.startswith(RESERVED_ROOM_PREFIXES)

@@ -1,0 +1,1 @@
+"""Class-based Socket.IO namespaces."""

@@ -1,0 +1,182 @@
+"""What every Nexus namespace shares: authentication on connect, managed rooms, the ack contract."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from flask import request
+from flask_socketio import ConnectionRefusedError, Namespace
+
+from nexus.config import Config
+from nexus.errors import NexusError
+from nexus.realtime import acks, broadcast, events
+from nexus.realtime.sessions import SessionRegistry, SocketSession
+from nexus.services import tokens
+
+log = logging.getLogger("nexus.realtime")
+
+Handler = Callable[..., Any]
+
+
+class NexusNamespace(Namespace):
+    """Base of the default, chat, presence and admin namespaces.
+
+    Subclasses write `on_<event>(self, session, *args)` handlers that validate, call one
+    service and return the ack fields (a dict) or raise NexusError; this class turns that
+    into the wire contract, whether or not the client asked for an ack.
+    """
+
+    #: Guests may connect to this namespace (when the configuration allows guests at all).
+    guests_allowed = True
+
+    def __init__(self, namespace: str, *, config: Config, sessions: SessionRegistry):
+        super().__init__(namespace)
+        self.config = config
+        self.sessions = sessions
+
+    # -- connection ---------------------------------------------------------------
+
+    def on_connect(self, auth: Any = None) -> None:
+        try:
+            session = self._open_session(request.sid, auth)
+        except NexusError as exc:
+            log.info("connection refused ns=%s code=%s", self.namespace, exc.code)
+            raise ConnectionRefusedError(exc.message, exc.to_dict()) from None
+        except Exception as exc:  # the database is down, say: refuse, never crash the server
+            error = acks.internal_error(exc, event="connect", sid=request.sid)
+            raise ConnectionRefusedError(error.message, error.to_dict()) from None
+        self.join_managed_rooms(session)
+        log.info(
+            "connected ns=%s sid=%s user=%s", self.namespace, session.sid, session.user_id or "guest"
+        )
+        self.welcome(session)
+
+    def on_disconnect(self, reason: Any = None) -> None:
+        session = self.sessions.remove(request.sid)
+        if session is not None:
+            log.info(
+                "disconnected ns=%s sid=%s user=%s reason=%s",
+                self.namespace,
+                session.sid,
+                session.user_id or "guest",
+                reason,
+            )
+
+    def welcome(self, session: SocketSession) -> None:
+        """Called once a connection is accepted; namespaces may greet the client."""
+
+    def _open_session(self, sid: str, auth: Any) -> SocketSession:
+        token = _handshake_token(auth)
+        session = SocketSession(sid=sid, namespace=self.namespace, remote_addr=request.remote_addr)
+        if token is None:
+            if not (self.config.allow_guests and self.guests_allowed):
+                raise NexusError("UNAUTHORIZED", "Authentication token required.")
+        else:
+            _apply_identity(session, tokens.resolve_token(token))
+        self.check_access(session)
+        self.sessions.add(session)
+        return session
+
+    def check_access(self, session: SocketSession) -> None:
+        """Raise NexusError to refuse a connection (the admin namespace refuses non-admins)."""
+
+    def authenticate(self, sid: str, token: Any) -> SocketSession:
+        """Turn a socket into the token's user: leave the old identity's rooms, join the new ones."""
+        identity = tokens.resolve_token(token)
+        current = self.sessions.get(sid)
+        if current is None:
+            raise NexusError("UNAUTHORIZED", "This connection is closing.")
+        self.leave_managed_rooms(current)
+        values = SocketSession(sid=sid, namespace=self.namespace)
+        _apply_identity(values, identity)
+        session = self.sessions.set_user(
+            sid,
+            user_id=values.user_id,
+            username=values.username,
+            display_name=values.display_name,
+            role=values.role,
+            department=values.department,
+            token_jti=values.token_jti,
+            token_expires_at=values.token_expires_at,
+        )
+        self.join_managed_rooms(session)
+        return session
+
+    def join_managed_rooms(self, session: SocketSession) -> None:
+        for room in managed_rooms(session):
+            self.enter_room(session.sid, room)
+
+    def leave_managed_rooms(self, session: SocketSession) -> None:
+        for room in managed_rooms(session):
+            self.leave_room(session.sid, room)
+
+    # -- events -------------------------------------------------------------------
+
+    def trigger_event(self, event: str, *args: Any) -> Any:
+        if event in ("connect", "disconnect"):
+            return super().trigger_event(event, *args)
+        handler = getattr(self, "on_" + event, None) if isinstance(event, str) else None
+        return self.socketio._handle_event(self._contract(event, handler), event, self.namespace, *args)
+
+    def _contract(self, event: str, handler: Handler | None) -> Handler:
+        def run(*args: Any) -> Any:
+            sid = request.sid
+            try:
+                if handler is None:
+                    raise NexusError("UNKNOWN_EVENT", f"Unknown event {str(event)[:64]!r}.")
+                session = self.sessions.get(sid)
+                if session is None:
+                    raise NexusError("UNAUTHORIZED", "This connection is closing.")
+                result = handler(session, *args)
+                return self._answer(event, sid, acks.ok(**(result or {})))
+            except NexusError as exc:
+                return self._answer(event, sid, acks.failure(exc))
+            except Exception as exc:
+                return self._answer(event, sid, acks.failure(acks.internal_error(exc, event=event, sid=sid)))
+
+        return run
+
+    def _answer(self, event: str, sid: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+        if acks.ack_requested():
+            return payload
+        if not payload["success"]:
+            broadcast.reply(
+                events.ERROR, {**payload["error"], "event": str(event)[:64]}, sid=sid, namespace=self.namespace
+            )
+        return None
+
+
+def managed_rooms(session: SocketSession) -> list[str]:
+    """The server-managed rooms a socket belongs to (none for a guest)."""
+    if session.user_id is None:
+        return []
+    rooms = [events.user_room(session.user_id), events.ALL_USERS_ROOM]
+    role_room = events.ROLE_ROOMS.get(session.role)
+    if role_room:
+        rooms.append(role_room)
+    if session.department:
+        rooms.append(events.department_room(session.department))
+    return rooms
+
+
+def _handshake_token(auth: Any) -> str | None:
+    # Seed A sends io(url, {auth: {token}}); seed B also reads ?token= from the query string.
+    token = None
+    if isinstance(auth, dict):
+        token = auth.get("token")
+        if token is not None and not isinstance(token, str):
+            raise NexusError("INVALID_TOKEN", "auth.token must be a string.")
+    if not token:
+        token = request.args.get("token")
+    return token or None
+
+
+def _apply_identity(session: SocketSession, identity: tokens.TokenIdentity) -> None:
+    user = identity.user
+    session.user_id = user.id
+    session.username = user.username
+    session.display_name = user.display_name
+    session.role = user.role
+    session.department = user.department
+    session.token_jti = identity.jti
+    session.token_expires_at = identity.expires_at

@@ -1,0 +1,52 @@
+"""The default namespace `/`: the whole event table of both seeds."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from nexus.models import isoformat, utcnow
+from nexus.realtime import broadcast, events
+from nexus.realtime.namespaces.base import NexusNamespace
+from nexus.realtime.sessions import SocketSession
+from nexus.schemas import load
+from nexus.schemas.users import PingSchema
+
+
+def server_time() -> dict[str, Any]:
+    """The server's clock, as ISO text and as epoch milliseconds."""
+    return {"serverTime": isoformat(utcnow()), "timestamp": int(time.time() * 1000)}
+
+
+class DefaultNamespace(NexusNamespace):
+    """Connection events of seeds A and B; the chat, presence and admin events join it in their issues."""
+
+    def welcome(self, session: SocketSession) -> None:
+        broadcast.reply(
+            events.CONNECTED,
+            {
+                "socketId": session.sid,
+                "user": session.identity(),
+                "guest": session.is_guest,
+                "instanceId": self.config.instance_id,
+                **server_time(),
+            },
+            sid=session.sid,
+            namespace=self.namespace,
+        )
+
+    def on_ping(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
+        """Seed A: ping(cb) answered by the ack; seed B: ping({timestamp}) answered by `pong`."""
+        data = load(PingSchema(), payload) if isinstance(payload, dict) else {}
+        now = server_time()
+        pong = {"timestamp": now["timestamp"], "serverTime": now["serverTime"]}
+        if data.get("timestamp") is not None:
+            pong["clientTimestamp"] = data["timestamp"]
+        broadcast.reply(events.PONG, pong, sid=session.sid, namespace=self.namespace)
+        return pong
+
+    def on_authenticate(self, session: SocketSession, token: Any = None, *_: Any) -> dict[str, Any]:
+        """Seed A: authenticate(token, cb) upgrades a guest socket (or refreshes a user's token)."""
+        if isinstance(token, dict):  # {token: "..."} is accepted too
+            token = token.get("token")
+        upgraded = self.authenticate(session.sid, token)
+        return {"user": upgraded.identity(), "socketId": upgraded.sid}

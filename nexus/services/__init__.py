@@ -1,0 +1,1 @@
+"""Nexus behaviour: plain functions and classes, the acting user passed in."""
