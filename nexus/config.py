@@ -79,7 +79,7 @@ class Config:
         production = mode == "production"
 
         instance_path = env.text("NEXUS_INSTANCE_PATH", default=str(Path.cwd() / "instance"))
-        database_url = _database_url(env.text("DATABASE_URL", default=""), instance_path)
+        database_url = normalize_database_url(env.text("DATABASE_URL", default=""), instance_path)
 
         redis_url = _redis_url(env)
         queue_url = env.url("MESSAGE_QUEUE_URL", schemes=("redis", "rediss", "amqp", "amqps"))
@@ -210,7 +210,8 @@ def _check_url(name: str, value: str, schemes: tuple[str, ...]) -> None:
         raise ConfigError(name, "has no host name")
 
 
-def _database_url(value: str, instance_path: str) -> str:
+def normalize_database_url(value: str, instance_path: str) -> str:
+    """A SQLAlchemy URL for DATABASE_URL (empty: a SQLite file in the instance folder)."""
     if not value:
         return "sqlite:///" + str(Path(instance_path) / "nexus.db")
     # Heroku hands out postgres:// URLs, which SQLAlchemy 2 no longer accepts.

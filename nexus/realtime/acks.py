@@ -48,7 +48,7 @@ def track_ack_requests(server: Any) -> None:
     """Record, for each incoming event, whether it carries an ack id.
 
     Wraps python-socketio's per-event entry point (`_handle_event_internal`, present in
-    python-socketio 5.x); tests/realtime/test_acks.py fails if a release changes it.
+    python-socketio 5.x); test_unknown_event_with_and_without_ack fails if a release changes it.
     """
     original = server._handle_event_internal
 

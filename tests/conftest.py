@@ -1,0 +1,172 @@
+"""Fixtures: app, db, client, runner, socket clients, the broadcast recorder, and live servers."""
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from nexus import create_app
+from nexus.config import Config, normalize_database_url
+from nexus.extensions import db as _db
+from nexus.extensions import socketio
+from nexus.realtime import broadcast
+from tests.support import services
+from tests.support.live import LiveServerFactory, database_for_test
+
+TEST_SECRET = "test-secret-" + "x" * 40
+
+
+def make_config(tmp_path, **overrides: Any) -> Config:
+    """A testing Config: SQLite in a temp folder unless DATABASE_URL names PostgreSQL."""
+    values: dict[str, Any] = dict(
+        env="testing",
+        instance_path=str(tmp_path / "instance"),
+        database_url=normalize_database_url(services.unit_database_url(tmp_path), str(tmp_path)),
+        jwt_secret=TEST_SECRET,
+        async_mode="threading",
+        auto_migrate=False,
+        create_demo_users=False,
+        message_queue_url=None,
+        redis_url=None,
+        instance_id="test-instance",
+    )
+    values.update(overrides)
+    return Config.from_env({}, **values)
+
+
+@pytest.fixture
+def config_factory(tmp_path) -> Callable[..., Config]:
+    return lambda **overrides: make_config(tmp_path, **overrides)
+
+
+@pytest.fixture
+def app_factory(tmp_path) -> Iterator[Callable[..., Any]]:
+    """Build apps with overrides; each gets its tables created and dropped."""
+    built = []
+
+    def build(**overrides: Any):
+        app = create_app(make_config(tmp_path, **overrides))
+        with app.app_context():
+            _db.create_all()
+        built.append(app)
+        return app
+
+    yield build
+    for app in built:
+        with app.app_context():
+            _db.session.remove()
+            _db.drop_all()
+            _db.engine.dispose()
+
+
+@pytest.fixture
+def app(app_factory):
+    return app_factory()
+
+
+@pytest.fixture
+def db(app):
+    with app.app_context():
+        yield _db
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def make_user(db) -> Callable[..., Any]:
+    """Create accounts with a known password."""
+    from nexus.services.users import create_user
+
+    counter = iter(range(1, 10_000))
+
+    def make(username: str | None = None, *, password: str = "correct-horse-1", role: str = "user", **fields):
+        name = username or f"user{next(counter)}"
+        user = create_user(name, password, role=role, **fields)
+        user.plain_password = password
+        return user
+
+    return make
+
+
+@pytest.fixture
+def token_for(app) -> Callable[[Any], str]:
+    from nexus.services.tokens import issue_access_token
+
+    def token(user) -> str:
+        with app.app_context():
+            return issue_access_token(_db.session.merge(user))
+
+    return token
+
+
+@pytest.fixture
+def socket_client(app) -> Iterator[Callable[..., Any]]:
+    """Flask-SocketIO test clients; disconnected at the end."""
+    clients = []
+
+    def connect(*, token: str | None = None, query_token: str | None = None, namespace: str = "/", auth=None):
+        query = f"token={query_token}" if query_token else None
+        if auth is None and token is not None:
+            auth = {"token": token}
+        test_client = socketio.test_client(app, namespace=namespace, query_string=query, auth=auth)
+        clients.append(test_client)
+        return test_client
+
+    yield connect
+    for test_client in clients:
+        if test_client.is_connected():
+            test_client.disconnect()
+
+
+class BroadcastRecorder:
+    """Stands in for the Socket.IO transport: keeps every emission for assertions."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def emit(self, event, data, *, room, namespace, skip_sid, local=False) -> None:
+        self.sent.append({"event": event, "data": data, "room": room, "namespace": namespace, "local": local})
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [item for item in self.sent if item["event"] == name]
+
+
+@pytest.fixture
+def broadcasts(app) -> BroadcastRecorder:
+    recorder = BroadcastRecorder()
+    app.extensions["nexus.broadcaster"] = broadcast.Broadcaster(
+        recorder, app.extensions["nexus.broadcaster"].namespaces
+    )
+    return recorder
+
+
+@pytest.fixture
+def live_server(tmp_path) -> Iterator[LiveServerFactory]:
+    """Start Nexus as real processes (`nexus serve` or gunicorn) on free ports."""
+    factory = LiveServerFactory(tmp_path, secret=secrets.token_urlsafe(40))
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
+
+
+@pytest.fixture
+def live_database(tmp_path) -> Iterator[str]:
+    """A fresh database URL for live servers: a SQLite file, or a new PostgreSQL database."""
+    with database_for_test(tmp_path) as url:
+        yield url
+
+
+def pytest_report_header(config) -> list[str]:
+    url = os.environ.get("DATABASE_URL")
+    return [f"nexus database: {'PostgreSQL (' + url.split('@')[-1] + ')' if url else 'SQLite'}"]

@@ -1,0 +1,194 @@
+"""The default namespace with Flask-SocketIO's test client: connection, welcome, ping, authenticate, errors."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from nexus.extensions import socketio
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice", display_name="Alice", department="sales")
+
+
+def received(test_client, name):
+    return [item["args"][0] for item in test_client.get_received() if item["name"] == name]
+
+
+def rooms_of(app, test_client, namespace="/"):
+    sid = test_client.eio_sid and socketio.server.manager.sid_from_eio_sid(test_client.eio_sid, namespace)
+    return set(socketio.server.manager.get_rooms(sid, namespace)) - {sid}
+
+
+def test_connect_with_token_in_auth(app, socket_client, alice, token_for):
+    test_client = socket_client(token=token_for(alice))
+    assert test_client.is_connected()
+    [welcome] = received(test_client, "connected")
+    assert welcome["guest"] is False
+    assert welcome["user"] == {
+        "id": str(alice.id),
+        "userId": str(alice.id),
+        "username": "alice",
+        "displayName": "Alice",
+        "role": "user",
+        "department": "sales",
+    }
+    assert welcome["instanceId"] == "test-instance"
+    assert isinstance(welcome["timestamp"], int) and welcome["serverTime"].endswith("Z")
+    assert rooms_of(app, test_client) == {f"user_{alice.id}", "all_users", "department_sales"}
+
+
+def test_connect_with_token_in_query_string(socket_client, alice, token_for):
+    test_client = socket_client(query_token=token_for(alice))
+    assert received(test_client, "connected")[0]["user"]["username"] == "alice"
+
+
+def test_role_rooms(app, socket_client, make_user, token_for):
+    admin = make_user("root", role="admin")
+    moderator = make_user("mod", role="moderator")
+    assert "admins" in rooms_of(app, socket_client(token=token_for(admin)))
+    assert "moderators" in rooms_of(app, socket_client(token=token_for(moderator)))
+
+
+def test_guest_connection(app, socket_client):
+    test_client = socket_client()
+    [welcome] = received(test_client, "connected")
+    assert welcome["guest"] is True and welcome["user"] is None
+    assert rooms_of(app, test_client) == set()
+
+
+def test_guests_refused_when_disabled(app_factory):
+    app = app_factory(allow_guests=False)
+    test_client = socketio.test_client(app)
+    assert not test_client.is_connected()
+
+
+@pytest.mark.parametrize(
+    ("token", "code"),
+    [("garbage", "INVALID_TOKEN"), ("", None), ("Bearer garbage", "INVALID_TOKEN")],
+)
+def test_bad_tokens_are_refused(socket_client, token, code):
+    test_client = socket_client(auth={"token": token})
+    if code is None:  # an empty token is no token: a guest
+        assert test_client.is_connected()
+    else:
+        assert not test_client.is_connected()
+
+
+def test_refusal_carries_code_and_message(app, alice, token_for, monkeypatch):
+    # Flask-SocketIO's test client drops the refusal data, so call the handler directly.
+    from flask_socketio import ConnectionRefusedError
+
+    namespace = socketio.server.namespace_handlers["/"]
+    with app.test_request_context("/socket.io/"):
+        from flask import request
+
+        request.sid = "sid-1"
+        request.namespace = "/"
+        with pytest.raises(ConnectionRefusedError) as refused:
+            namespace.on_connect({"token": "garbage"})
+        with pytest.raises(ConnectionRefusedError) as wrong_type:
+            namespace.on_connect({"token": 42})
+    assert refused.value.error_args == {
+        "message": "The token is not valid.",
+        "data": {"code": "INVALID_TOKEN", "message": "The token is not valid."},
+    }
+    assert wrong_type.value.error_args["data"]["code"] == "INVALID_TOKEN"
+
+
+def test_banned_user_is_refused(socket_client, make_user, token_for):
+    mallory = make_user("mallory")
+    token = token_for(mallory)
+    mallory.role = "banned"
+    from nexus.extensions import db
+
+    db.session.commit()
+    assert not socket_client(token=token).is_connected()
+
+
+def test_ping_with_ack_seed_a(socket_client, alice, token_for):
+    test_client = socket_client(token=token_for(alice))
+    test_client.get_received()
+    ack = test_client.emit("ping", callback=True)
+    assert ack["success"] is True and isinstance(ack["timestamp"], int)
+    [pong] = received(test_client, "pong")
+    assert pong["timestamp"] == ack["timestamp"]
+
+
+def test_ping_with_timestamp_seed_b(socket_client):
+    test_client = socket_client()
+    test_client.get_received()
+    test_client.emit("ping", {"timestamp": 1700000000000})
+    [pong] = received(test_client, "pong")
+    assert pong["clientTimestamp"] == 1700000000000 and pong["timestamp"] > 1700000000000
+
+
+def test_unknown_event_with_and_without_ack(socket_client):
+    test_client = socket_client()
+    test_client.get_received()
+    assert test_client.emit("no_such_event", {"x": 1}, callback=True) == {
+        "success": False,
+        "error": {"code": "UNKNOWN_EVENT", "message": "Unknown event 'no_such_event'."},
+    }
+    assert received(test_client, "error") == []  # the ack carried it
+    test_client.emit("no_such_event", {"x": 1})
+    assert received(test_client, "error") == [
+        {"code": "UNKNOWN_EVENT", "message": "Unknown event 'no_such_event'.", "event": "no_such_event"}
+    ]
+
+
+def test_authenticate_upgrades_a_guest(app, socket_client, alice, token_for):
+    test_client = socket_client()
+    ack = test_client.emit("authenticate", token_for(alice), callback=True)
+    assert ack["success"] is True
+    assert ack["user"]["username"] == "alice"
+    assert f"user_{alice.id}" in rooms_of(app, test_client)
+
+
+def test_authenticate_with_a_bad_token_keeps_the_guest(app, socket_client):
+    test_client = socket_client()
+    ack = test_client.emit("authenticate", "garbage", callback=True)
+    assert ack == {"success": False, "error": {"code": "INVALID_TOKEN", "message": "The token is not valid."}}
+    assert rooms_of(app, test_client) == set()
+    ack = test_client.emit("authenticate", callback=True)
+    assert ack["error"]["code"] == "INVALID_TOKEN"
+
+
+def test_authenticate_as_another_user_moves_the_rooms(app, socket_client, alice, make_user, token_for):
+    bob = make_user("bob", department="ops")
+    test_client = socket_client(token=token_for(alice))
+    test_client.emit("authenticate", {"token": token_for(bob)}, callback=True)
+    rooms = rooms_of(app, test_client)
+    assert f"user_{bob.id}" in rooms and "department_ops" in rooms
+    assert f"user_{alice.id}" not in rooms and "department_sales" not in rooms
+
+
+def test_internal_errors_reach_the_client_as_a_reference_only(app, socket_client, monkeypatch, caplog):
+    namespace = socketio.server.namespace_handlers["/"]
+
+    def explode(session, *args):
+        raise RuntimeError("secret detail: /etc/passwd SELECT * FROM users")
+
+    monkeypatch.setattr(namespace, "on_ping", explode)
+    test_client = socket_client()
+    with caplog.at_level(logging.ERROR, logger="nexus.realtime"):
+        ack = test_client.emit("ping", callback=True)
+    assert ack["success"] is False
+    error = ack["error"]
+    assert error["code"] == "INTERNAL_ERROR"
+    assert "secret" not in error["message"] and "passwd" not in str(error)
+    reference = error["details"]["reference"]
+    assert reference in error["message"]
+    assert any(reference in record.getMessage() for record in caplog.records)
+    assert test_client.is_connected()
+
+
+def test_disconnect_forgets_the_socket(app, socket_client, alice, token_for):
+    sessions = app.extensions["nexus.sessions"]
+    test_client = socket_client(token=token_for(alice))
+    assert sessions.sids_of_user(alice.id)
+    test_client.disconnect()
+    assert sessions.sids_of_user(alice.id) == set()
+    assert len(sessions) == 0

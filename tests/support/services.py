@@ -1,0 +1,98 @@
+"""The machine's services (PostgreSQL, Redis, RabbitMQ, Node): use them, or skip with the reason.
+
+In CI (CI=true or NEXUS_REQUIRE_SERVICES=1) a missing service fails the test instead.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+REDIS_URL = os.environ.get("NEXUS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+AMQP_URL = os.environ.get("NEXUS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+def services_required() -> bool:
+    return os.environ.get("NEXUS_REQUIRE_SERVICES") == "1" or os.environ.get("CI", "").lower() == "true"
+
+
+def require(name: str) -> None:
+    """Skip (or in CI, fail) unless the named service answers."""
+    problem = _problem(name)
+    if problem is None:
+        return
+    message = f"{name} is not available here: {problem}"
+    if services_required():
+        pytest.fail(message + " (CI requires every service)")
+    pytest.skip(message)
+
+
+@cache
+def _problem(name: str) -> str | None:
+    if name == "redis":
+        try:
+            import redis
+
+            redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+        except Exception as exc:  # noqa: BLE001 - any failure means "not available"
+            return f"{REDIS_URL}: {exc}"
+        return None
+    if name == "rabbitmq":
+        try:
+            import kombu
+
+            with kombu.Connection(AMQP_URL, connect_timeout=3) as connection:
+                connection.connect()
+        except Exception as exc:  # noqa: BLE001
+            return f"{AMQP_URL}: {exc}"
+        return None
+    if name == "postgres":
+        url = postgres_admin_url()
+        try:
+            import psycopg
+
+            psycopg.connect(url, connect_timeout=3).close()
+        except Exception as exc:  # noqa: BLE001
+            return f"{url}: {exc}"
+        return None
+    if name == "node":
+        if shutil.which("node") is None:
+            return "node is not on PATH"
+        if not (ROOT / "node_modules" / "socket.io-client").is_dir():
+            return "node_modules/socket.io-client is missing: run `npm ci`"
+        return None
+    raise ValueError(name)
+
+
+def database_url() -> str | None:
+    """DATABASE_URL when the suite is run against PostgreSQL."""
+    url = os.environ.get("DATABASE_URL")
+    return url if url and url.startswith(("postgres://", "postgresql")) else None
+
+
+def postgres_admin_url() -> str:
+    """A URL for creating and dropping test databases (the server of DATABASE_URL, or the local one)."""
+    url = database_url() or os.environ.get("NEXUS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    url = url.replace("postgresql+psycopg://", "postgresql://").replace("postgres://", "postgresql://", 1)
+    base, _, _ = url.rpartition("/")
+    return base + "/postgres"
+
+
+def unit_database_url(tmp_path: Path) -> str:
+    """The database of in-process tests: DATABASE_URL's PostgreSQL, or a SQLite file."""
+    url = database_url()
+    if url:
+        require("postgres")
+        return url
+    return f"sqlite:///{tmp_path / 'unit.db'}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

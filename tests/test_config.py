@@ -1,0 +1,130 @@
+"""Configuration: defaults, the seeds' variable names, and refusals that name the variable."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from nexus.config import Config, ConfigError
+from tests.support.services import ROOT
+
+SECRET = "s" * 40
+
+
+def load(tmp_path, **environ: str) -> Config:
+    return Config.from_env({"NEXUS_INSTANCE_PATH": str(tmp_path), **environ})
+
+
+def test_defaults_are_a_local_embedded_setup(tmp_path):
+    config = load(tmp_path)
+    assert config.env == "development"
+    assert config.port == 5000
+    assert config.database_url == f"sqlite:///{tmp_path / 'nexus.db'}"
+    assert config.message_queue_url is None and config.redis_url is None
+    assert config.allow_guests is True
+    assert config.ping_interval_ms == 25_000 and config.ping_timeout_ms == 60_000
+    assert config.max_payload_bytes == 1_000_000
+    # a development key is generated once and kept, so tokens survive a restart
+    assert len(config.jwt_secret) >= 32
+    assert load(tmp_path).jwt_secret == config.jwt_secret
+    assert (tmp_path / "jwt-secret").stat().st_mode & 0o077 == 0
+
+
+def test_seed_variables_are_read(tmp_path):
+    config = load(
+        tmp_path,
+        SOCKETIO_CORS_ORIGIN="http://localhost:3000,http://localhost:8080",
+        FRONTEND_URL="https://app.example.com",
+        SOCKETIO_CORS_CREDENTIALS="false",
+        SOCKETIO_RATE_LIMIT_WINDOW_MS="1000",
+        SOCKETIO_RATE_LIMIT_MAX_REQUESTS="10",
+        SOCKETIO_PING_TIMEOUT="20000",
+        SOCKETIO_PING_INTERVAL="10000",
+        SOCKETIO_MAX_PAYLOAD="2048",
+        SOCKETIO_REDIS_PREFIX="socket.io",
+        PORT="4000",
+    )
+    assert config.cors_origins == ("http://localhost:3000", "http://localhost:8080", "https://app.example.com")
+    assert config.cors_credentials is False
+    assert (config.rate_limit_window_ms, config.rate_limit_max_requests) == (1000, 10)
+    assert (config.ping_timeout_ms, config.ping_interval_ms) == (20_000, 10_000)
+    assert config.max_payload_bytes == 2048
+    assert config.queue_channel == "socket.io"
+    assert config.port == 4000
+
+
+def test_redis_host_port_password_and_enabled_flag_make_the_queue(tmp_path):
+    config = load(
+        tmp_path, REDIS_HOST="cache.internal", REDIS_PORT="6380", REDIS_PASSWORD="p@ss:word", SOCKETIO_REDIS_ENABLED="true"
+    )
+    assert config.redis_url == "redis://:p%40ss%3Aword@cache.internal:6380/0"
+    assert config.message_queue_url == config.redis_url
+    assert load(tmp_path, REDIS_URL="redis://r:6379/1").message_queue_url is None  # not enabled
+    assert load(tmp_path, MESSAGE_QUEUE_URL="amqp://guest:guest@mq:5672//").message_queue_url.startswith("amqp://")
+
+
+def test_heroku_postgres_urls_are_rewritten(tmp_path):
+    config = load(tmp_path, DATABASE_URL="postgres://u:p@db.example.com:5432/app")
+    assert config.database_url == "postgresql+psycopg://u:p@db.example.com:5432/app"
+    assert load(tmp_path, DATABASE_URL="postgresql://u@h/db").database_url == "postgresql+psycopg://u@h/db"
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        ({"PORT": "http"}, "PORT"),
+        ({"PORT": "70000"}, "PORT"),
+        ({"SOCKETIO_PING_INTERVAL": "-5"}, "SOCKETIO_PING_INTERVAL"),
+        ({"SOCKETIO_MAX_PAYLOAD": "1e6"}, "SOCKETIO_MAX_PAYLOAD"),
+        ({"SOCKETIO_CORS_CREDENTIALS": "maybe"}, "SOCKETIO_CORS_CREDENTIALS"),
+        ({"SOCKETIO_CORS_ORIGIN": "localhost:3000"}, "SOCKETIO_CORS_ORIGIN"),
+        ({"MESSAGE_QUEUE_URL": "kafka://broker:9092"}, "MESSAGE_QUEUE_URL"),
+        ({"MESSAGE_QUEUE_URL": "redis://"}, "MESSAGE_QUEUE_URL"),
+        ({"REDIS_URL": "http://cache"}, "REDIS_URL"),
+        ({"DATABASE_URL": "mysql://db/app"}, "DATABASE_URL"),
+        ({"JWT_SECRET": "short"}, "JWT_SECRET"),
+        ({"NEXUS_ENV": "staging"}, "NEXUS_ENV"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ({"NEXUS_ENV": "production"}, "JWT_SECRET"),
+        ({"NEXUS_ENV": "production", "JWT_SECRET": SECRET, "SOCKETIO_CORS_ORIGIN": "*"}, "SOCKETIO_CORS_ORIGIN"),
+        ({"NEXUS_ENV": "production", "JWT_SECRET": SECRET, "FRONTEND_URL": "*"}, "FRONTEND_URL"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_variable(tmp_path, environ, variable):
+    with pytest.raises(ConfigError) as error:
+        load(tmp_path, **environ)
+    assert error.value.variable == variable
+    assert str(error.value).startswith(variable + ":")
+
+
+def test_production_is_safe_by_default(tmp_path):
+    config = load(tmp_path, NEXUS_ENV="production", JWT_SECRET=SECRET)
+    assert config.host == "0.0.0.0"
+    assert config.cors_origins == ()  # same origin only, until origins are listed
+    assert config.auto_migrate is False and config.create_demo_users is False
+    assert config.log_json is True
+    assert load(tmp_path, NODE_ENV="production", JWT_SECRET=SECRET).env == "production"
+
+
+def test_protocol_debug_switch(tmp_path):
+    assert load(tmp_path, DEBUG="socket.io:*").protocol_debug is True
+    assert load(tmp_path, DEBUG="socketio:*,engineio:*").protocol_debug is True
+    assert load(tmp_path, DEBUG="express:*").protocol_debug is False
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"PORT": "abc"}, "PORT: must be a whole number"),
+        ({"NEXUS_ENV": "production"}, "JWT_SECRET: is required when NEXUS_ENV=production"),
+    ],
+)
+def test_the_server_refuses_to_start_and_names_the_variable(tmp_path, environ, message):
+    env = {"PATH": "/usr/bin:/bin", "NEXUS_INSTANCE_PATH": str(tmp_path), **environ}
+    result = subprocess.run(
+        [sys.executable, "-m", "nexus", "serve"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert f"nexus: configuration error: {message}" in result.stderr
+    assert "Traceback" not in result.stderr
