@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 from gevent import pywsgi
@@ -15,6 +16,15 @@ access_log = logging.getLogger("nexus.access")
 
 class NexusHandler(WebSocketHandler):
     """gevent-websocket's handler, logging through `nexus.access` with tokens scrubbed."""
+
+    def handle(self) -> None:
+        # Events are small writes (an event, then its ack): without TCP_NODELAY the second
+        # waits for the peer's delayed ACK, adding ~40 ms to every round trip.
+        try:
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # not a TCP socket (a Unix socket behind a proxy)
+            pass
+        super().handle()
 
     @property
     def logger(self) -> logging.Logger:
