@@ -12,7 +12,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
 
 from nexus.config import Config
-from nexus.extensions import db, jwt, migrate, socketio
+from nexus.extensions import cors, db, jwt, migrate, socketio
 from nexus.logs import configure_logging
 from nexus.realtime import acks, broadcast, jsonenc, queue
 from nexus.realtime.events import DEFAULT
@@ -95,6 +95,14 @@ def register_extensions(app: Flask, settings: Config) -> None:
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True, compare_type=True)
     jwt.init_app(app)
     register_jwt_handlers(jwt)
+    # The REST API answers browsers of the same origins as the Socket.IO handshake.
+    cors.init_app(
+        app,
+        resources={r"/api/*": {"origins": list(settings.cors_origins)}},
+        supports_credentials=settings.cors_credentials,
+        allow_headers=["Authorization", "Content-Type"],
+        max_age=600,
+    )
     broadcast.register_session_hooks(db.session)
 
 

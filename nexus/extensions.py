@@ -1,4 +1,5 @@
 """Flask extensions, created unbound; nothing of nexus is imported here."""
+from flask_cors import CORS
 from flask_jwt_extended import JWTManager
 from flask_migrate import Migrate
 from flask_socketio import SocketIO
@@ -14,3 +15,4 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 jwt = JWTManager()
 socketio = SocketIO()
+cors = CORS()

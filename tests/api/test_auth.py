@@ -144,3 +144,20 @@ def test_a_banned_users_existing_token_stops_working(client, alice):
 def test_unknown_routes_and_methods_use_the_error_contract(client):
     assert client.get("/api/nothing").get_json()["error"]["code"] == "NOT_FOUND"
     assert client.get("/api/auth/login").get_json()["error"]["code"] == "METHOD_NOT_ALLOWED"
+
+
+def test_cors_allows_configured_origins_only(app_factory):
+    app = app_factory(cors_origins=("http://localhost:3000",))
+    client = app.test_client()
+    preflight = client.options(
+        "/api/auth/login",
+        headers={
+            "Origin": "http://localhost:3000",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    assert preflight.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+    assert preflight.headers["Access-Control-Allow-Credentials"] == "true"
+    evil = client.post("/api/auth/login", json={}, headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in evil.headers

@@ -150,3 +150,15 @@ def test_logout_revokes_the_token_for_new_connections(server, recorder):
     with pytest.raises(socketio.exceptions.ConnectionError):
         client.connect(server.url, transports=["websocket"], auth={"token": token})
     assert client.connect_error["data"]["code"] == "TOKEN_REVOKED"
+
+
+def test_handshake_from_another_origin_is_refused(server):
+    handshake = server.url + "/socket.io/?EIO=4&transport=polling"
+    allowed = requests.get(handshake, headers={"Origin": "http://localhost:3000"}, timeout=5)
+    assert allowed.status_code == 200
+    assert allowed.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+    same_origin = requests.get(handshake, headers={"Origin": server.url}, timeout=5)
+    assert same_origin.status_code == 200
+    refused = requests.get(handshake, headers={"Origin": "https://evil.example"}, timeout=5)
+    assert refused.status_code == 400
+    assert "Access-Control-Allow-Origin" not in refused.headers
