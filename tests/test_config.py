@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -128,3 +129,21 @@ def test_the_server_refuses_to_start_and_names_the_variable(tmp_path, environ, m
     assert result.returncode == 2
     assert f"nexus: configuration error: {message}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_procfile_server_refuses_to_start_and_names_the_variable(tmp_path):
+    from tests.support.live import procfile_command
+    from tests.support.services import free_port
+
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "PORT": str(free_port()),
+        "NEXUS_ENV": "production",
+        "NEXUS_INSTANCE_PATH": str(tmp_path),
+    }
+    result = subprocess.run(
+        ["bash", "-c", "exec " + procfile_command("web")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 3  # gunicorn gives up instead of respawning the worker forever
+    assert "nexus: configuration error: JWT_SECRET: is required when NEXUS_ENV=production" in result.stderr
+    assert result.stderr.count("Booting worker") == 1
