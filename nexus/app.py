@@ -56,7 +56,6 @@ def register_flask_config(app: Flask, settings: Config) -> None:
         SECRET_KEY=session_key,
         TESTING=settings.is_testing,
         MAX_CONTENT_LENGTH=settings.max_payload_bytes,
-        JSON_SORT_KEYS=False,
         SQLALCHEMY_DATABASE_URI=settings.database_url,
         SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings.database_url),
         JWT_SECRET_KEY=settings.jwt_secret,

@@ -22,3 +22,15 @@ def client_manager(config: Config, *, write_only: bool = False) -> Any | None:
         write_only=write_only,
         connection_options={"connect_timeout": 5},
     )
+
+
+def start_listening(server: Any) -> None:
+    """Subscribe to the message queue now, not on the first client connection.
+
+    python-socketio starts the listener lazily; until then an instance misses what other
+    processes publish, so a broadcast sent just after start would skip its first clients.
+    """
+    if getattr(server, "manager_initialized", True):
+        return
+    server.manager_initialized = True
+    server.manager.initialize()
