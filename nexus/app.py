@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from nexus.config import Config
 from nexus.extensions import cors, db, jwt, migrate, socketio
 from nexus.logs import configure_logging
-from nexus.realtime import acks, broadcast, jsonenc, queue
+from nexus.realtime import broadcast, jsonenc, protocol, queue
 from nexus.realtime.events import DEFAULT
 from nexus.realtime.sessions import SessionRegistry
 
@@ -127,7 +127,7 @@ def register_socketio(app: Flask, settings: Config) -> None:
     if manager is not None:
         options["client_manager"] = manager
     socketio.init_app(app, **options)
-    acks.track_ack_requests(socketio.server)
+    protocol.install(socketio.server)
 
     sessions = SessionRegistry()
     app.extensions["nexus.sessions"] = sessions

@@ -12,6 +12,7 @@ from geventwebsocket.handler import WebSocketHandler
 from nexus.logs import redact
 
 access_log = logging.getLogger("nexus.access")
+server_log = logging.getLogger("nexus.server")
 
 
 class NexusHandler(WebSocketHandler):
@@ -25,6 +26,16 @@ class NexusHandler(WebSocketHandler):
         except OSError:  # not a TCP socket (a Unix socket behind a proxy)
             pass
         super().handle()
+
+    def handle_error(self, type_: Any, value: BaseException, tb: Any) -> None:
+        # python-engineio lets a frame that is not an Engine.IO packet escape its WebSocket
+        # loop as a ValueError; that is the client's fault: one line, no traceback.
+        upgraded = self.environ and self.environ.get("HTTP_UPGRADE", "").lower() == "websocket"
+        if upgraded and isinstance(value, ValueError):
+            server_log.warning("closed a WebSocket that sent a malformed frame (%s)", type_.__name__)
+            self.close_connection = True
+            return
+        super().handle_error(type_, value, tb)
 
     @property
     def logger(self) -> logging.Logger:
@@ -42,7 +53,7 @@ def make_server(app: Any, host: str, port: int) -> pywsgi.WSGIServer:
         app,
         handler_class=NexusHandler,
         log=None,  # NexusHandler logs requests itself
-        error_log=logging.getLogger("nexus.server"),
+        error_log=server_log,
     )
 
 

@@ -2,7 +2,7 @@
 
 Whether the client asked for an ack decides where an error goes: into the ack, or, when
 no ack was asked for, into an `error` event. python-socketio does not tell a handler
-whether an ack id came with the event, so `track_ack_requests` records it per event.
+whether an ack id came with the event; nexus.realtime.protocol records it per event.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from nexus.errors import NexusError
 
 log = logging.getLogger("nexus.realtime")
 
-_ack_requested: ContextVar[bool] = ContextVar("nexus_ack_requested", default=False)
+ack_requested_var: ContextVar[bool] = ContextVar("nexus_ack_requested", default=False)
 
 
 def ok(**fields: Any) -> dict[str, Any]:
@@ -41,22 +41,4 @@ def internal_error(exc: BaseException, *, event: str, sid: str) -> NexusError:
 
 def ack_requested() -> bool:
     """True while handling an event that the client sent with an acknowledgement callback."""
-    return _ack_requested.get()
-
-
-def track_ack_requests(server: Any) -> None:
-    """Record, for each incoming event, whether it carries an ack id.
-
-    Wraps python-socketio's per-event entry point (`_handle_event_internal`, present in
-    python-socketio 5.x); test_unknown_event_with_and_without_ack fails if a release changes it.
-    """
-    original = server._handle_event_internal
-
-    def tracked(srv: Any, sid: str, eio_sid: str, data: Any, namespace: str, id: Any) -> Any:
-        token = _ack_requested.set(id is not None)
-        try:
-            return original(srv, sid, eio_sid, data, namespace, id)
-        finally:
-            _ack_requested.reset(token)
-
-    server._handle_event_internal = tracked
+    return ack_requested_var.get()

@@ -162,3 +162,22 @@ def test_handshake_from_another_origin_is_refused(server):
     refused = requests.get(handshake, headers={"Origin": "https://evil.example"}, timeout=5)
     assert refused.status_code == 400
     assert "Access-Control-Allow-Origin" not in refused.headers
+
+
+def test_malformed_packets_do_not_hurt_the_server(server, recorder):
+    import websocket
+
+    ws_url = server.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    for garbage in ('42["ping"', "42{nope}", "4" + "9" * 400, "7", '42[{"a": 1}]', '420[123]', "\x00\xff"):
+        raw = websocket.create_connection(ws_url, timeout=5)
+        raw.recv()  # engine.io open
+        raw.send("40")
+        raw.recv()  # namespace connect
+        raw.send(garbage)
+        raw.close()
+    client = recorder()
+    client.connect(server.url, transports=["websocket"], auth={"token": server.seeder.token("alice")})
+    assert client.client.call("ping", timeout=5)["success"] is True
+    assert requests.get(server.url + "/health", timeout=5).status_code == 200
+    log = server.log()
+    assert "Traceback" not in log, log
