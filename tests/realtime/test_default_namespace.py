@@ -77,25 +77,57 @@ def test_bad_tokens_are_refused(socket_client, token, code):
         assert not test_client.is_connected()
 
 
-def test_refusal_carries_code_and_message(app, alice, token_for, monkeypatch):
-    # Flask-SocketIO's test client drops the refusal data, so call the handler directly.
+def refusal(app, auth, query: str = "") -> dict:
+    """The connect error's payload (Flask-SocketIO's test client drops it, so call the handler)."""
+    from flask import request
     from flask_socketio import ConnectionRefusedError
 
     namespace = socketio.server.namespace_handlers["/"]
-    with app.test_request_context("/socket.io/"):
-        from flask import request
-
+    with app.test_request_context("/socket.io/" + query):
         request.sid = "sid-1"
         request.namespace = "/"
         with pytest.raises(ConnectionRefusedError) as refused:
-            namespace.on_connect({"token": "garbage"})
-        with pytest.raises(ConnectionRefusedError) as wrong_type:
-            namespace.on_connect({"token": 42})
-    assert refused.value.error_args == {
+            namespace.on_connect(auth)
+    return refused.value.error_args
+
+
+def test_refusal_carries_code_and_message(app):
+    assert refusal(app, {"token": "garbage"}) == {
         "message": "The token is not valid.",
         "data": {"code": "INVALID_TOKEN", "message": "The token is not valid."},
     }
-    assert wrong_type.value.error_args["data"]["code"] == "INVALID_TOKEN"
+    assert refusal(app, {"token": 42})["data"]["code"] == "INVALID_TOKEN"
+    assert refusal(app, None, "?token=garbage")["data"]["code"] == "INVALID_TOKEN"
+
+
+def test_expired_revoked_refresh_and_banned_tokens_are_refused_with_their_code(app, db, alice, make_user):
+    from datetime import timedelta
+
+    from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
+
+    from nexus.services import tokens
+
+    expired = create_access_token(identity=str(alice.id), expires_delta=timedelta(seconds=-5))
+    assert refusal(app, {"token": expired})["data"] == {"code": "TOKEN_EXPIRED", "message": "The token has expired."}
+
+    refresh = create_refresh_token(identity=str(alice.id))
+    assert refusal(app, {"token": refresh})["data"]["code"] == "INVALID_TOKEN"
+
+    revoked = create_access_token(identity=str(alice.id))
+    tokens.revoke(decode_token(revoked))
+    assert refusal(app, {"token": revoked})["data"]["code"] == "TOKEN_REVOKED"
+
+    mallory = make_user("mallory", role="banned")
+    banned = create_access_token(identity=str(mallory.id))
+    assert refusal(app, {"token": banned})["data"]["code"] == "USER_BANNED"
+
+    ghost = create_access_token(identity="999999")
+    assert refusal(app, {"token": ghost})["data"]["code"] == "INVALID_TOKEN"
+
+
+def test_guests_refused_with_unauthorized_when_disabled(app_factory):
+    app = app_factory(allow_guests=False)
+    assert refusal(app, None)["data"] == {"code": "UNAUTHORIZED", "message": "Authentication token required."}
 
 
 def test_banned_user_is_refused(socket_client, make_user, token_for):
