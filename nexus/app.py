@@ -15,7 +15,7 @@ from nexus.config import Config
 from nexus.extensions import cors, db, jwt, migrate, socketio
 from nexus.logs import configure_logging
 from nexus.realtime import broadcast, jsonenc, protocol, queue
-from nexus.realtime.events import DEFAULT
+from nexus.realtime.events import CHAT, DEFAULT
 from nexus.realtime.sessions import SessionRegistry
 
 ROOT = Path(__file__).resolve().parent
@@ -107,7 +107,11 @@ def register_extensions(app: Flask, settings: Config) -> None:
 
 def register_socketio(app: Flask, settings: Config) -> None:
     """The Socket.IO server, its message queue, the namespaces and the broadcast facade."""
+    from nexus.realtime.namespaces.chat import ChatContext, ChatNamespace
     from nexus.realtime.namespaces.default import DefaultNamespace
+    from nexus.services.rooms import LiveMembership
+    from nexus.services.typing import TypingTracker
+    from nexus.stores.live_rooms import MemoryLiveRooms
 
     protocol_logger: Any = logging.getLogger("socketio") if settings.protocol_debug else False
     engine_logger: Any = logging.getLogger("engineio") if settings.protocol_debug else False
@@ -131,7 +135,13 @@ def register_socketio(app: Flask, settings: Config) -> None:
 
     sessions = SessionRegistry()
     app.extensions["nexus.sessions"] = sessions
-    namespaces = [DefaultNamespace(DEFAULT, config=settings, sessions=sessions)]
+    chat = ChatContext(
+        live=LiveMembership(MemoryLiveRooms()),
+        typing=TypingTracker(settings.typing_timeout_s, socketio.start_background_task, socketio.sleep, app),
+    )
+    app.extensions["nexus.chat"] = chat
+    common = dict(config=settings, sessions=sessions)
+    namespaces = [DefaultNamespace(DEFAULT, chat=chat, **common), ChatNamespace(CHAT, chat=chat, **common)]
     for namespace in namespaces:
         socketio.on_namespace(namespace)
     broadcast.install(

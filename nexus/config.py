@@ -42,6 +42,10 @@ class Config:
     allow_guests: bool = True
     guests_can_chat: bool = False
     auto_create_rooms: bool = True
+    max_message_length: int = 4000
+    typing_timeout_s: float = 5.0
+    catchup_limit: int = 500
+    history_max_limit: int = 100
     rate_limit_window_ms: int = 60_000
     rate_limit_max_requests: int = 100
     ping_timeout_ms: int = 60_000
@@ -119,6 +123,10 @@ class Config:
             allow_guests=env.flag("SOCKETIO_ALLOW_GUESTS", default=True),
             guests_can_chat=env.flag("SOCKETIO_GUESTS_CAN_CHAT", default=False),
             auto_create_rooms=env.flag("NEXUS_AUTO_CREATE_ROOMS", default=True),
+            max_message_length=env.integer("NEXUS_MAX_MESSAGE_LENGTH", default=4000, minimum=1, maximum=100_000),
+            typing_timeout_s=env.integer("NEXUS_TYPING_TIMEOUT_S", default=5, minimum=1, maximum=120),
+            catchup_limit=env.integer("NEXUS_CATCHUP_LIMIT", default=500, minimum=1, maximum=10_000),
+            history_max_limit=env.integer("NEXUS_HISTORY_MAX_LIMIT", default=100, minimum=1, maximum=1000),
             rate_limit_window_ms=env.integer(
                 "SOCKETIO_RATE_LIMIT_WINDOW_MS", default=60_000, minimum=100, maximum=86_400_000
             ),

@@ -137,8 +137,9 @@ class BroadcastRecorder:
     def emit(self, event, data, *, room, namespace, skip_sid, local=False) -> None:
         self.sent.append({"event": event, "data": data, "room": room, "namespace": namespace, "local": local})
 
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [item for item in self.sent if item["event"] == name]
+    def events(self, name: str, namespace: str = "/") -> list[dict[str, Any]]:
+        """Emissions of one event on one namespace (each namespace that serves an event gets a copy)."""
+        return [item for item in self.sent if item["event"] == name and item["namespace"] == namespace]
 
 
 @pytest.fixture

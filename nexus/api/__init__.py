@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from nexus.errors import NexusError
 from nexus.models import User
 from nexus.services import tokens
+from nexus.services.rooms import Actor
 
 log = logging.getLogger("nexus.api")
 
@@ -46,6 +47,12 @@ def current_user(*, refresh: bool = False) -> User:
     """The account of the request's bearer token (checked against the blocklist and bans)."""
     verify_jwt_in_request(refresh=refresh)
     return tokens.identity_from_claims(get_jwt()).user
+
+
+def current_actor() -> Actor:
+    """The requesting user as services take it."""
+    user = current_user()
+    return Actor(user_id=user.id, role=user.role, username=user.username, display_name=user.display_name)
 
 
 def require_admin() -> User:
@@ -100,10 +107,11 @@ def register_jwt_handlers(jwt: Any) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Mount every REST blueprint."""
-    from nexus.api import admin, auth, health
+    from nexus.api import admin, auth, health, rooms
 
     api = Blueprint("api", __name__, url_prefix="/api")
     api.register_blueprint(auth.bp)
     api.register_blueprint(admin.bp)
+    api.register_blueprint(rooms.bp)
     app.register_blueprint(api)
     app.register_blueprint(health.bp)

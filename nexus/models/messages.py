@@ -1,9 +1,10 @@
-"""Chat messages: in a room, or direct to one user."""
+"""Chat messages: every message belongs to a room (a direct conversation is a room of two)."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nexus.extensions import db
@@ -13,23 +14,26 @@ MESSAGE_TYPES = ("text", "image", "file")
 
 
 class Message(db.Model):
-    """A persisted message; exactly one of room_id and recipient_id is set."""
+    """A persisted message, numbered by `seq` within its room."""
 
     __tablename__ = "messages"
     __table_args__ = (
-        CheckConstraint("(room_id IS NULL) <> (recipient_id IS NULL)", name="ck_messages_target"),
+        UniqueConstraint("room_id", "seq", name="uq_messages_room_seq"),
+        UniqueConstraint("sender_id", "client_msg_id", name="uq_messages_sender_client_msg_id"),
         CheckConstraint("type IN ('text', 'image', 'file')", name="ck_messages_type"),
-        Index("ix_messages_room_id_id", "room_id", "id"),
-        Index("ix_messages_recipient_id_id", "recipient_id", "id"),
         Index("ix_messages_sender_id_id", "sender_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    room_id: Mapped[int | None] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"))
-    recipient_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"))
+    seq: Mapped[int]
     sender_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # Set for direct messages: the other participant.
+    recipient_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     type: Mapped[str] = mapped_column(String(16), default="text")
     content: Mapped[str] = mapped_column(Text)
-    client_id: Mapped[str | None] = mapped_column(String(64))
+    attachment: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    client_msg_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    edited_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -15,6 +15,8 @@ ROOM_JOINED = "room_joined"
 ROOM_LEFT = "room_left"
 ROOM_MESSAGE = "room_message"
 NEW_MESSAGE = "new_message"
+MESSAGE_UPDATED = "message_updated"
+MESSAGE_DELETED = "message_deleted"
 USER_TYPING = "user_typing"
 USER_ONLINE = "user_online"
 USER_OFFLINE = "user_offline"
@@ -34,6 +36,8 @@ NAMESPACES_BY_EVENT: dict[str, tuple[str, ...]] = {
     ROOM_LEFT: (DEFAULT, CHAT),
     ROOM_MESSAGE: (DEFAULT, CHAT),
     NEW_MESSAGE: (DEFAULT, CHAT),
+    MESSAGE_UPDATED: (DEFAULT, CHAT),
+    MESSAGE_DELETED: (DEFAULT, CHAT),
     USER_TYPING: (DEFAULT, CHAT),
     USER_ONLINE: (DEFAULT, PRESENCE),
     USER_OFFLINE: (DEFAULT, PRESENCE),
@@ -55,7 +59,7 @@ def namespaces_for(event: str) -> tuple[str, ...]:
 # Rooms the server manages; clients can never join these by name.
 ALL_USERS_ROOM = "all_users"
 ROLE_ROOMS = {"admin": "admins", "moderator": "moderators"}
-RESERVED_ROOM_PREFIXES = ("user_", "department_", "sid_")
+RESERVED_ROOM_PREFIXES = ("user_", "department_", "sid_", "dm:")
 RESERVED_ROOMS = frozenset({ALL_USERS_ROOM, *ROLE_ROOMS.values()})
 
 

@@ -7,6 +7,7 @@ from threading import Lock
 from typing import Any, Iterator
 
 from nexus.models import isoformat, utcnow
+from nexus.services.rooms import Actor
 
 
 @dataclass
@@ -41,6 +42,16 @@ class SocketSession:
             "role": self.role,
             "department": self.department,
         }
+
+    def actor(self) -> Actor:
+        """The acting identity services take."""
+        return Actor(
+            user_id=self.user_id,
+            role=self.role,
+            username=self.username,
+            display_name=self.display_name,
+            guest_key=self.sid,
+        )
 
     def describe(self) -> dict[str, Any]:
         """A summary for operators (no token material)."""

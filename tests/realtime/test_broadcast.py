@@ -9,9 +9,10 @@ from nexus.realtime import broadcast, events
 def test_emit_reaches_each_registered_namespace_that_serves_the_event(app, broadcasts):
     with app.app_context():
         broadcast.emit(events.SYSTEM_MESSAGE, {"message": "hi"}, room=events.ALL_USERS_ROOM)
-    # only "/" is registered so far; events for namespaces that do not exist are not sent
-    assert broadcasts.sent == [
-        {"event": "system_message", "data": {"message": "hi"}, "room": "all_users", "namespace": "/", "local": False}
+    # "/" and "/chat" are registered so far; namespaces that do not exist are not sent to
+    assert [(item["event"], item["room"], item["namespace"]) for item in broadcasts.sent] == [
+        ("system_message", "all_users", "/"),
+        ("system_message", "all_users", "/chat"),
     ]
 
 
@@ -32,7 +33,7 @@ def test_events_wait_for_the_commit(db, broadcasts):
     broadcast.emit_after_commit(db.session, events.ROOM_MESSAGE, {"id": 1}, room="general")
     assert broadcasts.sent == []
     db.session.commit()
-    assert [item["event"] for item in broadcasts.sent] == ["room_message"]
+    assert [item["event"] for item in broadcasts.sent] == ["room_message", "room_message"]  # / and /chat
 
 
 def test_events_of_a_rolled_back_transaction_are_dropped(db, broadcasts):

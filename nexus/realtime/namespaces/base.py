@@ -50,10 +50,21 @@ class NexusNamespace(Namespace):
             "connected ns=%s sid=%s user=%s", self.namespace, session.sid, session.user_id or "guest"
         )
         self.welcome(session)
+        try:
+            self.after_connect(session, auth)
+        except Exception as exc:  # the connection stands; the client is told
+            error = acks.internal_error(exc, event="connect", sid=session.sid)
+            broadcast.reply(events.ERROR, {**error.to_dict(), "event": "connect"}, sid=session.sid,
+                            namespace=self.namespace)
 
     def on_disconnect(self, reason: Any = None) -> None:
-        session = self.sessions.remove(request.sid)
+        session = self.sessions.get(request.sid)
         if session is not None:
+            try:
+                self.on_socket_closed(session)
+            except Exception as exc:
+                acks.internal_error(exc, event="disconnect", sid=session.sid)
+            self.sessions.remove(request.sid)
             log.info(
                 "disconnected ns=%s sid=%s user=%s reason=%s",
                 self.namespace,
@@ -64,6 +75,15 @@ class NexusNamespace(Namespace):
 
     def welcome(self, session: SocketSession) -> None:
         """Called once a connection is accepted; namespaces may greet the client."""
+
+    def after_connect(self, session: SocketSession, auth: Any) -> None:
+        """Called after the welcome (chat catch-up)."""
+
+    def before_identity_change(self, session: SocketSession) -> None:
+        """Called before `authenticate` switches the socket to another identity."""
+
+    def on_socket_closed(self, session: SocketSession) -> None:
+        """Called on disconnect, before the socket is forgotten."""
 
     def _open_session(self, sid: str, auth: Any) -> SocketSession:
         token = _handshake_token(auth)
@@ -86,6 +106,7 @@ class NexusNamespace(Namespace):
         current = self.sessions.get(sid)
         if current is None:
             raise NexusError("UNAUTHORIZED", "This connection is closing.")
+        self.before_identity_change(current)
         self.leave_managed_rooms(current)
         values = SocketSession(sid=sid, namespace=self.namespace)
         _apply_identity(values, identity)

@@ -7,9 +7,11 @@ from typing import Any
 from nexus.models import isoformat, utcnow
 from nexus.realtime import broadcast, events
 from nexus.realtime.namespaces.base import NexusNamespace
+from nexus.realtime.namespaces.chat import ChatContext, ChatEvents
 from nexus.realtime.sessions import SocketSession
 from nexus.schemas import load
 from nexus.schemas.users import PingSchema
+from nexus.services import rooms
 
 
 def server_time() -> dict[str, Any]:
@@ -17,8 +19,21 @@ def server_time() -> dict[str, Any]:
     return {"serverTime": isoformat(utcnow()), "timestamp": int(time.time() * 1000)}
 
 
-class DefaultNamespace(NexusNamespace):
-    """Connection events of seeds A and B; the chat, presence and admin events join it in their issues."""
+class DefaultNamespace(ChatEvents, NexusNamespace):
+    """Connection and chat events of seeds A and B; presence and admin events join it in their issues."""
+
+    def __init__(self, namespace: str, *, chat: ChatContext, **kwargs: Any):
+        super().__init__(namespace, **kwargs)
+        self.chat = chat
+
+    def after_connect(self, session: SocketSession, auth: Any) -> None:
+        self.catch_up_on_connect(session, auth)
+
+    def before_identity_change(self, session: SocketSession) -> None:
+        self.leave_chat_rooms(session)
+
+    def on_socket_closed(self, session: SocketSession) -> None:
+        self.leave_chat_rooms(session)
 
     def welcome(self, session: SocketSession) -> None:
         broadcast.reply(
@@ -27,6 +42,7 @@ class DefaultNamespace(NexusNamespace):
                 "socketId": session.sid,
                 "user": session.identity(),
                 "guest": session.is_guest,
+                "unread": {} if session.user_id is None else rooms.unread_counts(session.user_id),
                 "instanceId": self.config.instance_id,
                 **server_time(),
             },

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: a197d0e45108
+Revision ID: bbae8cbca130
 Revises: 
-Create Date: 2026-11-23 22:45:27.538749
+Create Date: 2026-11-23 23:26:19.108406
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'a197d0e45108'
+revision = 'bbae8cbca130'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -72,8 +72,9 @@ def upgrade():
     sa.Column('kind', sa.String(length=16), nullable=False),
     sa.Column('topic', sa.String(length=255), nullable=True),
     sa.Column('owner_id', sa.Integer(), nullable=True),
+    sa.Column('last_seq', sa.Integer(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.CheckConstraint("kind IN ('public', 'private')", name='ck_rooms_kind'),
+    sa.CheckConstraint("kind IN ('public', 'private', 'direct')", name='ck_rooms_kind'),
     sa.ForeignKeyConstraint(['owner_id'], ['users.id'], ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('name')
@@ -97,24 +98,27 @@ def upgrade():
 
     op.create_table('messages',
     sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('room_id', sa.Integer(), nullable=True),
-    sa.Column('recipient_id', sa.Integer(), nullable=True),
+    sa.Column('room_id', sa.Integer(), nullable=False),
+    sa.Column('seq', sa.Integer(), nullable=False),
     sa.Column('sender_id', sa.Integer(), nullable=False),
+    sa.Column('recipient_id', sa.Integer(), nullable=True),
     sa.Column('type', sa.String(length=16), nullable=False),
     sa.Column('content', sa.Text(), nullable=False),
-    sa.Column('client_id', sa.String(length=64), nullable=True),
+    sa.Column('attachment', sa.JSON(), nullable=True),
+    sa.Column('client_msg_id', sa.String(length=64), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('edited_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
     sa.CheckConstraint("type IN ('text', 'image', 'file')", name='ck_messages_type'),
-    sa.CheckConstraint('(room_id IS NULL) <> (recipient_id IS NULL)', name='ck_messages_target'),
     sa.ForeignKeyConstraint(['recipient_id'], ['users.id'], ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['room_id'], ['rooms.id'], ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['sender_id'], ['users.id'], ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id')
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('room_id', 'seq', name='uq_messages_room_seq'),
+    sa.UniqueConstraint('sender_id', 'client_msg_id', name='uq_messages_sender_client_msg_id')
     )
     with op.batch_alter_table('messages', schema=None) as batch_op:
-        batch_op.create_index('ix_messages_recipient_id_id', ['recipient_id', 'id'], unique=False)
-        batch_op.create_index('ix_messages_room_id_id', ['room_id', 'id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_messages_recipient_id'), ['recipient_id'], unique=False)
         batch_op.create_index('ix_messages_sender_id_id', ['sender_id', 'id'], unique=False)
 
     op.create_table('room_memberships',
@@ -122,6 +126,7 @@ def upgrade():
     sa.Column('room_id', sa.Integer(), nullable=False),
     sa.Column('user_id', sa.Integer(), nullable=False),
     sa.Column('role', sa.String(length=16), nullable=False),
+    sa.Column('last_read_seq', sa.Integer(), nullable=False),
     sa.Column('joined_at', sa.DateTime(timezone=True), nullable=False),
     sa.CheckConstraint("role IN ('owner', 'member')", name='ck_room_memberships_role'),
     sa.ForeignKeyConstraint(['room_id'], ['rooms.id'], ondelete='CASCADE'),
@@ -143,8 +148,7 @@ def downgrade():
     op.drop_table('room_memberships')
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.drop_index('ix_messages_sender_id_id')
-        batch_op.drop_index('ix_messages_room_id_id')
-        batch_op.drop_index('ix_messages_recipient_id_id')
+        batch_op.drop_index(batch_op.f('ix_messages_recipient_id'))
 
     op.drop_table('messages')
     with op.batch_alter_table('user_actions', schema=None) as batch_op:

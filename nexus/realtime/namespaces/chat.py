@@ -1,0 +1,193 @@
+"""Chat events (rooms, messages, typing, history, catch-up), on `/` and on the class-based `/chat`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from nexus.errors import NexusError
+from nexus.realtime import broadcast, events
+from nexus.realtime.namespaces.base import NexusNamespace
+from nexus.realtime.sessions import SocketSession
+from nexus.schemas import load
+from nexus.schemas.chat import (
+    HistorySchema,
+    MarkReadSchema,
+    MessageCreateSchema,
+    MessageEditSchema,
+    MessageRefSchema,
+    RoomRefSchema,
+    TypingSchema,
+)
+from nexus.services import messages, rooms
+from nexus.services.rooms import LiveMembership
+from nexus.services.typing import TypingTracker
+
+MAX_CATCHUP_ROOMS = 50
+
+
+@dataclass
+class ChatContext:
+    """What the chat handlers share in one process."""
+
+    live: LiveMembership
+    typing: TypingTracker
+
+
+class ChatEvents:
+    """Chat handlers; mixed into a NexusNamespace."""
+
+    chat: ChatContext
+
+    # -- rooms ----------------------------------------------------------------------
+
+    def on_join_room(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
+        data = load(RoomRefSchema(), payload)
+        return self._join(session, data["room"], data.get("since"))
+
+    def on_leave_room(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
+        name = load(RoomRefSchema(), payload)["room"]
+        if not self.chat.live.has_socket(name, session.sid):
+            raise NexusError("NOT_FOUND", f"You are not in {name!r}.")
+        count = self._leave(session, name)
+        return {"roomId": name, "room": name, "memberCount": count}
+
+    def on_room_info(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
+        name = load(RoomRefSchema(), payload)["room"]
+        return {"room": rooms.info(session.actor(), rooms.find_room(name), self.chat.live), "roomId": name}
+
+    # -- messages -------------------------------------------------------------------
+
+    def on_send_message(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
+        data = load(MessageCreateSchema(max_length=self.config.max_message_length), payload)
+        actor = session.actor()
+        if "room" in data:
+            sent = messages.send_to_room(actor, data["room"], data)
+            self.chat.typing.stop(actor, data["room"])
+        else:
+            sent = messages.send_direct(actor, data["to"], data, sender_sid=session.sid)
+        return {"message": sent.message, "messageId": sent.message["id"], "duplicate": not sent.created}
+
+    def on_edit_message(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
+        data = load(MessageEditSchema(max_length=self.config.max_message_length), payload)
+        return {"message": messages.edit(session.actor(), data["message_id"], data["content"])}
+
+    def on_delete_message(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
+        data = load(MessageRefSchema(), payload)
+        return {"message": messages.delete(session.actor(), data["message_id"])}
+
+    def on_get_history(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
+        data = load(HistorySchema(), payload)
+        return messages.history(
+            session.actor(),
+            room_name=data.get("room"),
+            with_user=data.get("with_user"),
+            before=data.get("before"),
+            after=data.get("after"),
+            limit=data["limit"],
+            order=data["order"],
+            max_limit=self.config.history_max_limit,
+        )
+
+    def on_mark_read(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
+        data = load(MarkReadSchema(), payload)
+        seq = rooms.mark_read(session.actor(), rooms.find_room(data["room"]), data["seq"])
+        return {"roomId": data["room"], "lastReadSeq": seq}
+
+    # -- typing ---------------------------------------------------------------------
+
+    def on_typing_start(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
+        name = self._typing_room(session, payload)
+        self.chat.typing.start(session.actor(), name, session.sid)
+        return {"roomId": name}
+
+    def on_typing_stop(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
+        name = self._typing_room(session, payload)
+        self.chat.typing.stop(session.actor(), name)
+        return {"roomId": name}
+
+    # -- connection hooks -----------------------------------------------------------
+
+    def catch_up_on_connect(self, session: SocketSession, auth: Any) -> dict[str, Any]:
+        """Rejoin the rooms of `auth.since` ({room: lastSeq}) and replay what was missed."""
+        since = auth.get("since") if isinstance(auth, dict) else None
+        if not isinstance(since, dict):
+            return {}
+        results: dict[str, Any] = {}
+        for name, seq in list(since.items())[:MAX_CATCHUP_ROOMS]:
+            try:
+                ref = load(RoomRefSchema(), {"room": name, "since": seq})
+                results[ref["room"]] = self._join(session, ref["room"], ref["since"])
+            except NexusError as exc:
+                results[str(name)[:64]] = {"success": False, "error": exc.to_dict()}
+        return results
+
+    def leave_chat_rooms(self, session: SocketSession) -> None:
+        for name in self.chat.live.rooms_of(session.sid):
+            self._leave(session, name)
+        self.chat.typing.stop_everywhere(session.actor(), session.sid)
+
+    # -- helpers --------------------------------------------------------------------
+
+    def _join(self, session: SocketSession, name: str, since: int | None) -> dict[str, Any]:
+        actor = session.actor()
+        room = rooms.join(
+            actor, name, auto_create=self.config.auto_create_rooms, guests_can_chat=self.config.guests_can_chat
+        )
+        result: dict[str, Any] = {"roomId": room.name, "room": room.name, "kind": room.kind}
+        if since is not None:
+            # Replay before entering: the missed messages reach the socket ahead of live ones.
+            caught = messages.missed(actor, room, since, self.config.catchup_limit)
+            self._replay(session, caught["messages"])
+            delivered = caught["lastSeq"]
+        if not self.chat.live.has_socket(room.name, session.sid):
+            self.enter_room(session.sid, room.name)
+            self.chat.live.entered(actor, room.name, session.sid)
+        if since is not None and caught["complete"]:
+            # Messages stored while we replayed: send what the room broadcast could not have reached.
+            late = messages.missed(actor, room, delivered, self.config.catchup_limit)
+            self._replay(session, late["messages"])
+            caught["messages"].extend(late["messages"])
+            caught["lastSeq"] = late["lastSeq"]
+        if since is not None:
+            result["catchUp"] = {
+                "complete": caught["complete"],
+                "since": since,
+                "lastSeq": caught["lastSeq"],
+                "count": len(caught["messages"]),
+                **({"reason": caught["reason"]} if not caught["complete"] else {}),
+            }
+        result["memberCount"] = len(self.chat.live.members(room.name))
+        result["lastSeq"] = room.last_seq
+        return result
+
+    def _leave(self, session: SocketSession, name: str) -> int:
+        self.chat.typing.stop(session.actor(), name)
+        self.leave_room(session.sid, name)
+        return self.chat.live.left(session.actor(), name, session.sid)
+
+    def _replay(self, session: SocketSession, missed: list[dict[str, Any]]) -> None:
+        for message in missed:
+            broadcast.reply(events.ROOM_MESSAGE, message, sid=session.sid, namespace=self.namespace)
+
+    def _typing_room(self, session: SocketSession, payload: Any) -> str:
+        name = load(TypingSchema(), payload)["room"]
+        if not self.chat.live.has_socket(name, session.sid):
+            raise NexusError("FORBIDDEN", f"Join {name!r} first.")
+        return name
+
+
+class ChatNamespace(ChatEvents, NexusNamespace):
+    """`/chat`: the chat events alone, for clients that want one area per connection."""
+
+    def __init__(self, namespace: str, *, chat: ChatContext, **kwargs: Any):
+        super().__init__(namespace, **kwargs)
+        self.chat = chat
+
+    def after_connect(self, session: SocketSession, auth: Any) -> None:
+        self.catch_up_on_connect(session, auth)
+
+    def before_identity_change(self, session: SocketSession) -> None:
+        self.leave_chat_rooms(session)
+
+    def on_socket_closed(self, session: SocketSession) -> None:
+        self.leave_chat_rooms(session)

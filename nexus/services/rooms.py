@@ -1,0 +1,282 @@
+"""Rooms: who may join, standing and live membership, room information and unread counts."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from nexus.errors import NexusError
+from nexus.extensions import db
+from nexus.models import Room, RoomMembership, User
+from nexus.realtime import broadcast, events
+from nexus.stores.live_rooms import LiveRoomStore
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting: a user, or a guest socket."""
+
+    user_id: int | None
+    role: str = "guest"
+    username: str | None = None
+    display_name: str | None = None
+    guest_key: str | None = None
+
+    @property
+    def is_guest(self) -> bool:
+        return self.user_id is None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def member_key(self) -> str:
+        """How live membership counts this actor: once per user, once per guest socket."""
+        return f"u:{self.user_id}" if self.user_id is not None else f"g:{self.guest_key}"
+
+    def public(self) -> dict[str, Any]:
+        if self.user_id is None:
+            return {"id": None, "guest": True, "name": "Guest"}
+        return {
+            "id": str(self.user_id),
+            "username": self.username,
+            "displayName": self.display_name,
+            "name": self.display_name or self.username,
+            "guest": False,
+        }
+
+
+def check_joinable_name(name: str) -> None:
+    """Refuse the names of rooms the server manages."""
+    if events.is_reserved_room(name) or name.lower().startswith("dm"):
+        raise NexusError("FORBIDDEN", f"{name!r} is managed by the server and cannot be joined by name.")
+
+
+def find_room(name: str) -> Room:
+    """The room with this name; ROOM_NOT_FOUND otherwise."""
+    room = db.session.scalar(select(Room).where(Room.name == name))
+    if room is None or room.kind == "direct":
+        raise NexusError("ROOM_NOT_FOUND", f"No room {name!r}.")
+    return room
+
+
+def get_room(room_id: int) -> Room:
+    room = db.session.get(Room, room_id)
+    if room is None or room.kind == "direct":
+        raise NexusError("ROOM_NOT_FOUND")
+    return room
+
+
+def membership(room: Room, user_id: int | None) -> RoomMembership | None:
+    if user_id is None:
+        return None
+    return db.session.scalar(
+        select(RoomMembership).where(RoomMembership.room_id == room.id, RoomMembership.user_id == user_id)
+    )
+
+
+def can_read(actor: Actor, room: Room) -> bool:
+    """Public rooms are readable by users (and guests, where allowed); others by members and admins."""
+    if room.kind == "public":
+        return True
+    return actor.is_admin or membership(room, actor.user_id) is not None
+
+
+def require_member(actor: Actor, room: Room) -> RoomMembership | None:
+    """FORBIDDEN unless the actor may take part in the room (send, read history)."""
+    if actor.is_guest:
+        if room.kind != "public":
+            raise NexusError("FORBIDDEN", "Guests cannot take part in this room.")
+        return None
+    member = membership(room, actor.user_id)
+    if member is None and not (room.kind == "public" or actor.is_admin):
+        raise NexusError("FORBIDDEN", "Only members can take part in this room.")
+    return member
+
+
+def join(actor: Actor, name: str, *, auto_create: bool, guests_can_chat: bool) -> Room:
+    """Check that the actor may join a room (creating a public one on first join); records membership."""
+    check_joinable_name(name)
+    if actor.is_guest and not guests_can_chat:
+        raise NexusError("FORBIDDEN", "Guests cannot join rooms; authenticate first.")
+    room = db.session.scalar(select(Room).where(Room.name == name))
+    if room is None:
+        if not auto_create or actor.is_guest:
+            raise NexusError("ROOM_NOT_FOUND", f"No room {name!r}.")
+        room = _create(name, "public", owner_id=actor.user_id, topic=None)
+    if room.kind == "private" and not can_read(actor, room):
+        raise NexusError("FORBIDDEN", "This room is private; ask its owner or an admin to add you.")
+    if room.kind == "public" and not actor.is_guest and membership(room, actor.user_id) is None:
+        _add_membership(room, actor.user_id, "member")
+    return room
+
+
+def create(actor: Actor, name: str, kind: str, topic: str | None) -> Room:
+    """A new room owned by the actor (CONFLICT if the name is taken)."""
+    if actor.is_guest:
+        raise NexusError("UNAUTHORIZED")
+    check_joinable_name(name)
+    if db.session.scalar(select(Room.id).where(Room.name == name)) is not None:
+        raise NexusError("CONFLICT", f"A room named {name!r} exists.")
+    return _create(name, kind, owner_id=actor.user_id, topic=topic)
+
+
+def add_member(actor: Actor, room: Room, user_id: int) -> RoomMembership:
+    """Owner or admin adds a member (idempotent)."""
+    _require_owner_or_admin(actor, room)
+    if db.session.get(User, user_id) is None:
+        raise NexusError("USER_NOT_FOUND")
+    return membership(room, user_id) or _add_membership(room, user_id, "member")
+
+
+def remove_member(actor: Actor, room: Room, user_id: int) -> None:
+    """Owner or admin removes a member (the owner cannot be removed)."""
+    _require_owner_or_admin(actor, room)
+    member = membership(room, user_id)
+    if member is None:
+        raise NexusError("NOT_FOUND", "That user is not a member.")
+    if member.role == "owner":
+        raise NexusError("CONFLICT", "The owner cannot be removed.")
+    db.session.delete(member)
+    db.session.commit()
+
+
+def visible_rooms(actor: Actor) -> list[tuple[Room, RoomMembership | None]]:
+    """Public rooms, and the private rooms the actor is a member of (all of them for admins)."""
+    rows = db.session.scalars(select(Room).where(Room.kind != "direct").order_by(Room.name).limit(1000)).all()
+    memberships: dict[int, RoomMembership] = {}
+    if actor.user_id is not None:
+        memberships = {
+            m.room_id: m
+            for m in db.session.scalars(select(RoomMembership).where(RoomMembership.user_id == actor.user_id))
+        }
+    return [
+        (room, memberships.get(room.id))
+        for room in rows
+        if room.kind == "public" or actor.is_admin or room.id in memberships
+    ]
+
+
+def unread_counts(user_id: int) -> dict[str, int]:
+    """Messages after the member's last read seq, per room (direct conversations included)."""
+    rows = db.session.execute(
+        select(Room.name, Room.last_seq - RoomMembership.last_read_seq)
+        .join(RoomMembership, RoomMembership.room_id == Room.id)
+        .where(RoomMembership.user_id == user_id, Room.last_seq > RoomMembership.last_read_seq)
+    )
+    return {name: int(count) for name, count in rows}
+
+
+def mark_read(actor: Actor, room: Room, seq: int) -> int:
+    """Move the member's read marker forward (never back); returns it."""
+    member = require_member(actor, room)
+    if member is None:
+        if actor.is_guest:
+            raise NexusError("FORBIDDEN", "Guests have no read markers.")
+        member = _add_membership(room, actor.user_id, "member")
+    member.last_read_seq = max(member.last_read_seq, min(seq, room.last_seq))
+    db.session.commit()
+    return member.last_read_seq
+
+
+def info(actor: Actor, room: Room, live: "LiveMembership") -> dict[str, Any]:
+    """Name, kind, members with their status, member count, creation time."""
+    if not can_read(actor, room):
+        raise NexusError("FORBIDDEN", "This room is private.")
+    members = db.session.execute(
+        select(User, RoomMembership.role)
+        .join(RoomMembership, RoomMembership.user_id == User.id)
+        .where(RoomMembership.room_id == room.id)
+        .order_by(User.username)
+        .limit(500)
+    ).all()
+    online = live.members(room.name)
+    member_count = db.session.scalar(
+        select(func.count()).select_from(RoomMembership).where(RoomMembership.room_id == room.id)
+    )
+    return {
+        **room.summary(),
+        "members": [
+            {**user.public_dict(), "memberRole": role, "inRoom": f"u:{user.id}" in online} for user, role in members
+        ],
+        "memberCount": member_count,
+        "liveMemberCount": len(online),
+    }
+
+
+class LiveMembership:
+    """Sockets in rooms now; announces a member's first arrival and last departure."""
+
+    def __init__(self, store: LiveRoomStore):
+        self.store = store
+
+    def entered(self, actor: Actor, room: str, sid: str) -> int:
+        """Record a socket in a room; `room_joined` to the others if it is the member's first."""
+        first = self.store.add(room, actor.member_key, sid)
+        count = len(self.store.members(room))
+        if first:
+            broadcast.emit(
+                events.ROOM_JOINED,
+                {"roomId": room, "room": room, "user": actor.public(), "memberCount": count},
+                room=room,
+                skip_sid=sid,
+            )
+        return count
+
+    def left(self, actor: Actor, room: str, sid: str) -> int:
+        """Forget a socket in a room; `room_left` to the others if it was the member's last."""
+        last = self.store.remove(room, actor.member_key, sid)
+        count = len(self.store.members(room))
+        if last:
+            broadcast.emit(
+                events.ROOM_LEFT,
+                {"roomId": room, "room": room, "user": actor.public(), "memberCount": count},
+                room=room,
+                skip_sid=sid,
+            )
+        return count
+
+    def rooms_of(self, sid: str) -> set[str]:
+        return self.store.rooms_of(sid)
+
+    def members(self, room: str) -> set[str]:
+        return self.store.members(room)
+
+    def has_socket(self, room: str, sid: str) -> bool:
+        return self.store.has_socket(room, sid)
+
+
+def _create(name: str, kind: str, *, owner_id: int | None, topic: str | None) -> Room:
+    room = Room(name=name, kind=kind, owner_id=owner_id, topic=topic)
+    db.session.add(room)
+    try:
+        db.session.flush()
+    except IntegrityError:  # created by someone else a moment ago
+        db.session.rollback()
+        return db.session.scalar(select(Room).where(Room.name == name))
+    if owner_id is not None:
+        db.session.add(RoomMembership(room_id=room.id, user_id=owner_id, role="owner"))
+    db.session.commit()
+    return room
+
+
+def _add_membership(room: Room, user_id: int, role: str) -> RoomMembership:
+    member = RoomMembership(room_id=room.id, user_id=user_id, role=role)
+    db.session.add(member)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        member = membership(room, user_id)
+    return member
+
+
+def _require_owner_or_admin(actor: Actor, room: Room) -> None:
+    if actor.is_admin:
+        return
+    member = membership(room, actor.user_id)
+    if member is None or member.role != "owner":
+        raise NexusError("FORBIDDEN", "Only the room's owner or an admin can do this.")
