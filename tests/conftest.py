@@ -135,7 +135,9 @@ class BroadcastRecorder:
         self.sent: list[dict[str, Any]] = []
 
     def emit(self, event, data, *, room, namespace, skip_sid, local=False) -> None:
-        self.sent.append({"event": event, "data": data, "room": room, "namespace": namespace, "local": local})
+        self.sent.append(
+            {"event": event, "data": data, "room": room, "namespace": namespace, "skip_sid": skip_sid, "local": local}
+        )
 
     def events(self, name: str, namespace: str = "/") -> list[dict[str, Any]]:
         """Emissions of one event on one namespace (each namespace that serves an event gets a copy)."""

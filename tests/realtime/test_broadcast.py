@@ -60,7 +60,9 @@ def test_a_failing_transport_does_not_undo_the_commit(db, app, caplog):
 def test_reply_stays_local(app, broadcasts):
     with app.app_context():
         broadcast.reply(events.PONG, {"timestamp": 1}, sid="abc", namespace="/")
-    assert broadcasts.sent == [{"event": "pong", "data": {"timestamp": 1}, "room": "abc", "namespace": "/", "local": True}]
+    assert broadcasts.sent == [
+        {"event": "pong", "data": {"timestamp": 1}, "room": "abc", "namespace": "/", "skip_sid": None, "local": True}
+    ]
 
 
 def test_managed_rooms_are_reserved():
