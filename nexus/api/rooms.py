@@ -77,15 +77,6 @@ def remove_member(ref: str, user_id: int):
 
 
 def _history(actor, args):
-    data = load(HistorySchema(), args)
-    page = messages.history(
-        actor,
-        room_name=data.get("room"),
-        with_user=data.get("with_user"),
-        before=data.get("before"),
-        after=data.get("after"),
-        limit=data["limit"],
-        order=data["order"],
-        max_limit=current_app.config["NEXUS"].history_max_limit,
-    )
+    query = load(HistorySchema(), args)
+    page = messages.history_page(actor, query, max_limit=current_app.config["NEXUS"].history_max_limit)
     return jsonify({"success": True, **page})

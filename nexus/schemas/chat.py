@@ -22,13 +22,31 @@ from nexus.models import MESSAGE_TYPES
 ROOM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ROOM_NAME_ERROR = "1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit"
 CLIENT_MSG_ID = validate.Regexp(r"^[A-Za-z0-9_.:-]{1,64}$", error="1 to 64 letters, digits or _ . : -")
-SEQ = fields.Integer(strict=True, validate=validate.Range(min=0, max=2**53))
 
 
 def clean_text(value: str) -> str:
     """Trim and remove control characters (newlines and tabs are kept)."""
     kept = "".join(ch for ch in value if ch in "\n\t" or unicodedata.category(ch)[0] != "C")
     return kept.strip()
+
+
+def clean_content(data: dict[str, Any], max_length: int, *, required: bool) -> dict[str, Any]:
+    """Clean `content` in place: not empty when required, at most max_length characters."""
+    data["content"] = clean_text(data["content"])
+    if required and not data["content"]:
+        raise ValidationError("Must not be empty.", "content")
+    if len(data["content"]) > max_length:
+        raise ValidationError(f"At most {max_length} characters.", "content")
+    return data
+
+
+def room_alias(data: Any, key: str, alias: str) -> Any:
+    """Accept a bare room name, or {alias} where {key} is expected."""
+    if isinstance(data, str):
+        return {key: data}
+    if isinstance(data, dict) and key not in data and alias in data:
+        return {**data, key: data[alias]}
+    return data
 
 
 class RoomName(fields.String):
@@ -111,12 +129,7 @@ class MessageCreateSchema(Schema):
 
     @post_load
     def _clean(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        data["content"] = clean_text(data["content"])
-        if not data["content"] and data.get("type", "text") == "text":
-            raise ValidationError("Must not be empty.", "content")
-        if len(data["content"]) > self.max_length:
-            raise ValidationError(f"At most {self.max_length} characters.", "content")
-        return data
+        return clean_content(data, self.max_length, required=data.get("type", "text") == "text")
 
 
 class MessageEditSchema(Schema):
@@ -134,12 +147,7 @@ class MessageEditSchema(Schema):
 
     @post_load
     def _clean(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        data["content"] = clean_text(data["content"])
-        if not data["content"]:
-            raise ValidationError("Must not be empty.", "content")
-        if len(data["content"]) > self.max_length:
-            raise ValidationError(f"At most {self.max_length} characters.", "content")
-        return data
+        return clean_content(data, self.max_length, required=True)
 
 
 class MessageRefSchema(Schema):
@@ -167,11 +175,7 @@ class TypingSchema(Schema):
 
     @pre_load
     def _shape(self, data: Any, **_: Any) -> Any:
-        if isinstance(data, str):
-            return {"roomId": data}
-        if isinstance(data, dict) and "roomId" not in data and "room" in data:
-            return {**data, "roomId": data["room"]}
-        return data
+        return room_alias(data, "roomId", "room")
 
 
 class HistorySchema(Schema):
@@ -189,11 +193,7 @@ class HistorySchema(Schema):
 
     @pre_load
     def _shape(self, data: Any, **_: Any) -> Any:
-        if isinstance(data, str):
-            return {"roomId": data}
-        if isinstance(data, dict) and "roomId" not in data and "room" in data:
-            return {**data, "roomId": data["room"]}
-        return data
+        return room_alias(data, "roomId", "room")
 
 
 class MarkReadSchema(Schema):

@@ -146,6 +146,20 @@ def history(
     }
 
 
+def history_page(actor: Actor, query: dict[str, Any], *, max_limit: int) -> dict[str, Any]:
+    """`history` from a loaded HistorySchema."""
+    return history(
+        actor,
+        room_name=query.get("room"),
+        with_user=query.get("with_user"),
+        before=query.get("before"),
+        after=query.get("after"),
+        limit=query["limit"],
+        order=query["order"],
+        max_limit=max_limit,
+    )
+
+
 def missed(actor: Actor, room: Room, since: int, bound: int) -> dict[str, Any]:
     """Messages after `since`, oldest first, or `complete: false` when more than `bound` were missed."""
     rooms.require_member(actor, room)

@@ -1,7 +1,6 @@
 """The broadcast facade: namespaces per event, emit after commit, nothing on rollback."""
 from __future__ import annotations
 
-from nexus.extensions import db
 from nexus.models import Room
 from nexus.realtime import broadcast, events
 

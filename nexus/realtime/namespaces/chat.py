@@ -34,9 +34,22 @@ class ChatContext:
 
 
 class ChatEvents:
-    """Chat handlers; mixed into a NexusNamespace."""
+    """Chat handlers and their connection hooks; mixed in ahead of NexusNamespace."""
 
-    chat: ChatContext
+    config: Any
+
+    def __init__(self, namespace: str, *, chat: ChatContext, **kwargs: Any):
+        super().__init__(namespace, **kwargs)  # type: ignore[call-arg]
+        self.chat = chat
+
+    def after_connect(self, session: SocketSession, auth: Any) -> None:
+        self.catch_up_on_connect(session, auth)
+
+    def before_identity_change(self, session: SocketSession) -> None:
+        self.leave_chat_rooms(session)
+
+    def on_socket_closed(self, session: SocketSession) -> None:
+        self.leave_chat_rooms(session)
 
     # -- rooms ----------------------------------------------------------------------
 
@@ -76,17 +89,8 @@ class ChatEvents:
         return {"message": messages.delete(session.actor(), data["message_id"])}
 
     def on_get_history(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
-        data = load(HistorySchema(), payload)
-        return messages.history(
-            session.actor(),
-            room_name=data.get("room"),
-            with_user=data.get("with_user"),
-            before=data.get("before"),
-            after=data.get("after"),
-            limit=data["limit"],
-            order=data["order"],
-            max_limit=self.config.history_max_limit,
-        )
+        query = load(HistorySchema(), payload)
+        return messages.history_page(session.actor(), query, max_limit=self.config.history_max_limit)
 
     def on_mark_read(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
         data = load(MarkReadSchema(), payload)
@@ -178,16 +182,3 @@ class ChatEvents:
 
 class ChatNamespace(ChatEvents, NexusNamespace):
     """`/chat`: the chat events alone, for clients that want one area per connection."""
-
-    def __init__(self, namespace: str, *, chat: ChatContext, **kwargs: Any):
-        super().__init__(namespace, **kwargs)
-        self.chat = chat
-
-    def after_connect(self, session: SocketSession, auth: Any) -> None:
-        self.catch_up_on_connect(session, auth)
-
-    def before_identity_change(self, session: SocketSession) -> None:
-        self.leave_chat_rooms(session)
-
-    def on_socket_closed(self, session: SocketSession) -> None:
-        self.leave_chat_rooms(session)

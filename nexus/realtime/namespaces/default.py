@@ -7,7 +7,7 @@ from typing import Any
 from nexus.models import isoformat, utcnow
 from nexus.realtime import broadcast, events
 from nexus.realtime.namespaces.base import NexusNamespace
-from nexus.realtime.namespaces.chat import ChatContext, ChatEvents
+from nexus.realtime.namespaces.chat import ChatEvents
 from nexus.realtime.sessions import SocketSession
 from nexus.schemas import load
 from nexus.schemas.users import PingSchema
@@ -21,19 +21,6 @@ def server_time() -> dict[str, Any]:
 
 class DefaultNamespace(ChatEvents, NexusNamespace):
     """Connection and chat events of seeds A and B; presence and admin events join it in their issues."""
-
-    def __init__(self, namespace: str, *, chat: ChatContext, **kwargs: Any):
-        super().__init__(namespace, **kwargs)
-        self.chat = chat
-
-    def after_connect(self, session: SocketSession, auth: Any) -> None:
-        self.catch_up_on_connect(session, auth)
-
-    def before_identity_change(self, session: SocketSession) -> None:
-        self.leave_chat_rooms(session)
-
-    def on_socket_closed(self, session: SocketSession) -> None:
-        self.leave_chat_rooms(session)
 
     def welcome(self, session: SocketSession) -> None:
         broadcast.reply(
