@@ -1,8 +1,10 @@
 """Fixtures: app, db, client, runner, socket clients, the broadcast recorder, and live servers."""
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import uuid
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -13,6 +15,7 @@ from nexus.extensions import db as _db
 from nexus.extensions import socketio
 from nexus.realtime import broadcast
 from tests.support import services
+from tests.support.cluster import BROKERS, Client, MessageQueue
 from tests.support.live import LiveServerFactory, database_for_test
 
 TEST_SECRET = "test-secret-" + "x" * 40
@@ -168,6 +171,33 @@ def live_database(tmp_path) -> Iterator[str]:
     """A fresh database URL for live servers: a SQLite file, or a new PostgreSQL database."""
     with database_for_test(tmp_path) as url:
         yield url
+
+
+@pytest.fixture
+def clients() -> Iterator[Callable[..., Client]]:
+    """Make clients; every one is disconnected at teardown."""
+    made: list[Client] = []
+
+    def connect(name: str, server: Any, token: str | None = None) -> Client:
+        client = Client(name)
+        made.append(client)
+        return client.connect(server.url, token)
+
+    yield connect
+    for client in made:
+        with contextlib.suppress(Exception):
+            client.sio.disconnect()
+
+@pytest.fixture
+def mq(broker: str) -> Iterator[MessageQueue]:
+    """The broker of the `broker` parameter on a fresh channel (skip, or fail in CI, when it is down)."""
+    services.require(broker)
+    channel = f"nexus-test-{uuid.uuid4().hex}"
+    message_queue = MessageQueue(broker, BROKERS[broker], channel)
+    try:
+        yield message_queue
+    finally:
+        message_queue.cleanup()
 
 
 def pytest_report_header(config) -> list[str]:
