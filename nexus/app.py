@@ -16,6 +16,7 @@ from nexus.extensions import cors, db, jwt, migrate, socketio
 from nexus.logs import configure_logging
 from nexus.realtime import broadcast, jsonenc, protocol, queue
 from nexus.realtime.events import CHAT, DEFAULT
+from nexus.realtime.gate import RoomGate
 from nexus.realtime.sessions import SessionRegistry
 
 ROOT = Path(__file__).resolve().parent
@@ -128,8 +129,8 @@ def register_socketio(app: Flask, settings: Config) -> None:
         engineio_logger=engine_logger,
     )
     manager = queue.client_manager(settings)
-    if manager is not None:
-        options["client_manager"] = manager
+    manager.gate = RoomGate()
+    options["client_manager"] = manager
     socketio.init_app(app, **options)
     protocol.install(socketio.server)
 
@@ -137,6 +138,7 @@ def register_socketio(app: Flask, settings: Config) -> None:
     app.extensions["nexus.sessions"] = sessions
     chat = ChatContext(
         live=LiveMembership(MemoryLiveRooms()),
+        gate=manager.gate,
         typing=TypingTracker(settings.typing_timeout_s, socketio.start_background_task, socketio.sleep, app),
     )
     app.extensions["nexus.chat"] = chat

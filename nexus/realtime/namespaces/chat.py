@@ -6,6 +6,7 @@ from typing import Any
 
 from nexus.errors import NexusError
 from nexus.realtime import broadcast, events
+from nexus.realtime.gate import RoomGate
 from nexus.realtime.namespaces.base import NexusNamespace
 from nexus.realtime.sessions import SocketSession
 from nexus.schemas import load
@@ -31,6 +32,7 @@ class ChatContext:
 
     live: LiveMembership
     typing: TypingTracker
+    gate: RoomGate
 
 
 class ChatEvents:
@@ -137,36 +139,45 @@ class ChatEvents:
         room = rooms.join(
             actor, name, auto_create=self.config.auto_create_rooms, guests_can_chat=self.config.guests_can_chat
         )
-        result: dict[str, Any] = {"roomId": room.name, "room": room.name, "kind": room.kind}
         if since is not None:
-            # Replay before entering: the missed messages reach the socket ahead of live ones.
-            caught = messages.missed(actor, room, since, self.config.catchup_limit)
-            self._replay(session, caught["messages"])
-            delivered = caught["lastSeq"]
+            # Live messages wait until the replay is done (see nexus.realtime.gate).
+            self.chat.gate.hold(self.namespace, room.name, session.sid)
         if not self.chat.live.has_socket(room.name, session.sid):
             self.enter_room(session.sid, room.name)
             self.chat.live.entered(actor, room.name, session.sid)
-        if since is not None and caught["complete"]:
-            # Messages stored while we replayed: send what the room broadcast could not have reached.
-            late = messages.missed(actor, room, delivered, self.config.catchup_limit)
-            self._replay(session, late["messages"])
-            caught["messages"].extend(late["messages"])
-            caught["lastSeq"] = late["lastSeq"]
+        result: dict[str, Any] = {"roomId": room.name, "room": room.name, "kind": room.kind}
         if since is not None:
-            result["catchUp"] = {
-                "complete": caught["complete"],
-                "since": since,
-                "lastSeq": caught["lastSeq"],
-                "count": len(caught["messages"]),
-                **({"reason": caught["reason"]} if not caught["complete"] else {}),
-            }
+            result["catchUp"] = self._catch_up(session, room, since)
         result["memberCount"] = len(self.chat.live.members(room.name))
-        result["lastSeq"] = room.last_seq
+        result["lastSeq"] = max(room.last_seq, result.get("catchUp", {}).get("lastSeq", 0))
         return result
+
+    def _catch_up(self, session: SocketSession, room: Any, since: int) -> dict[str, Any]:
+        """Replay what the socket missed since `since`, then what arrived live meanwhile, in seq order."""
+        try:
+            caught = messages.missed(session.actor(), room, since, self.config.catchup_limit)
+        except Exception:
+            self._replay(session, self.chat.gate.release(self.namespace, room.name, session.sid, None)[0])
+            raise
+        self._replay(session, caught["messages"])
+        replayed_up_to = caught["lastSeq"] if caught["complete"] else None
+        late, kept_up = self.chat.gate.release(self.namespace, room.name, session.sid, replayed_up_to)
+        self._replay(session, late)
+        complete = caught["complete"] and kept_up
+        report: dict[str, Any] = {
+            "complete": complete,
+            "since": since,
+            "lastSeq": max([caught["lastSeq"], *(message["seq"] for message in late)]),
+            "count": len(caught["messages"]) + len(late),
+        }
+        if not complete:
+            report["reason"] = caught.get("reason", "GAP_TOO_LARGE")
+        return report
 
     def _leave(self, session: SocketSession, name: str) -> int:
         self.chat.typing.stop(session.actor(), name)
         self.leave_room(session.sid, name)
+        self.chat.gate.forget(self.namespace, name, session.sid)
         return self.chat.live.left(session.actor(), name, session.sid)
 
     def _replay(self, session: SocketSession, missed: list[dict[str, Any]]) -> None:

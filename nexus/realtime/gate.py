@@ -1,0 +1,114 @@
+"""Catch-up without duplicates: live room messages are held back from a socket while it replays history.
+
+A socket that rejoins a room with the last `seq` it saw is replayed the missed messages from
+the database. Live `room_message` events that reach this process meanwhile are held for that
+socket, not sent; when the replay is done, the held ones newer than the replay go out in `seq`
+order. For a while afterwards the socket is still screened: a message that was committed before
+the replay read the database, but whose broadcast was still on its way through the message
+queue, is dropped instead of arriving twice.
+
+The screening happens in the client manager (see nexus.realtime.queue), where python-socketio
+fans an event out to the sockets of a room: it adds the held sockets to `skip_sid`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from threading import Lock
+from typing import Any, Iterable
+
+from nexus.realtime.events import ROOM_MESSAGE
+
+#: How long a socket is screened for late duplicates after its catch-up.
+SCREEN_S = 30.0
+#: Live messages held for one socket during one catch-up, at most (the rest is for history paging).
+MAX_HELD = 1000
+
+
+@dataclass
+class _Hold:
+    holding: bool = True
+    high_water: int = -1
+    until: float = 0.0
+    held: dict[int, Any] = field(default_factory=dict)
+    overflow: bool = False
+
+
+class RoomGate:
+    """Per (namespace, room, sid): hold live room messages during a catch-up, then screen duplicates."""
+
+    def __init__(self, screen_s: float = SCREEN_S, max_held: int = MAX_HELD):
+        self.screen_s = screen_s
+        self.max_held = max_held
+        self._lock = Lock()
+        self._rooms: dict[tuple[str, str], dict[str, _Hold]] = {}
+
+    def hold(self, namespace: str, room: str, sid: str) -> None:
+        """From now on, live `room_message` events for this socket in this room are held back."""
+        with self._lock:
+            self._rooms.setdefault((namespace, room), {})[sid] = _Hold()
+
+    def release(self, namespace: str, room: str, sid: str, replayed_up_to: int | None) -> tuple[list[Any], bool]:
+        """End the hold: the held messages after `replayed_up_to`, in seq order, once each.
+
+        With `replayed_up_to=None` (nothing was replayed) every held message is returned. The
+        socket stays screened for `screen_s` seconds against messages up to the high-water mark.
+        The flag is False if more than `max_held` arrived meanwhile (the client pages history).
+        """
+        with self._lock:
+            hold = self._rooms.get((namespace, room), {}).get(sid)
+            if hold is None:
+                return [], True
+            floor = -1 if replayed_up_to is None else replayed_up_to
+            ready = [hold.held[seq] for seq in sorted(hold.held) if seq > floor]
+            hold.high_water = max([floor, *hold.held])
+            hold.holding = False
+            hold.held = {}
+            hold.until = time.monotonic() + self.screen_s
+            return ready, not hold.overflow
+
+    def forget(self, namespace: str, room: str, sid: str) -> None:
+        """The socket left the room (or disconnected)."""
+        with self._lock:
+            sockets = self._rooms.get((namespace, room))
+            if sockets is not None:
+                sockets.pop(sid, None)
+                if not sockets:
+                    del self._rooms[(namespace, room)]
+
+    def screen(self, namespace: str, room: Any, event: str, data: Any) -> list[str]:
+        """The sockets that must not get this emission now (held, or already replayed)."""
+        if not self._rooms or event != ROOM_MESSAGE or not isinstance(room, str):
+            return []
+        seq = data.get("seq") if isinstance(data, dict) else None
+        if not isinstance(seq, int):
+            return []
+        skip: list[str] = []
+        now = time.monotonic()
+        with self._lock:
+            sockets = self._rooms.get((namespace, room))
+            if not sockets:
+                return []
+            for sid, hold in list(sockets.items()):
+                if hold.holding:
+                    skip.append(sid)
+                    if len(hold.held) < self.max_held:
+                        hold.held[seq] = data
+                    else:
+                        hold.overflow = True
+                elif now > hold.until:
+                    del sockets[sid]
+                elif seq <= hold.high_water:
+                    skip.append(sid)
+            if not sockets:
+                del self._rooms[(namespace, room)]
+        return skip
+
+    def __len__(self) -> int:
+        return sum(len(sockets) for sockets in self._rooms.values())
+
+
+def merged_skip(skip_sid: Any, extra: Iterable[str]) -> list[Any]:
+    """python-socketio's `skip_sid` (None, a sid or a list) with more sids added."""
+    base = skip_sid if isinstance(skip_sid, list) else ([] if skip_sid is None else [skip_sid])
+    return [*base, *extra]
