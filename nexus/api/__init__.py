@@ -107,11 +107,12 @@ def register_jwt_handlers(jwt: Any) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Mount every REST blueprint."""
-    from nexus.api import admin, auth, health, rooms
+    from nexus.api import admin, auth, health, rooms, users
 
     api = Blueprint("api", __name__, url_prefix="/api")
     api.register_blueprint(auth.bp)
     api.register_blueprint(admin.bp)
     api.register_blueprint(rooms.bp)
+    api.register_blueprint(users.bp)
     app.register_blueprint(api)
     app.register_blueprint(health.bp)

@@ -1,18 +1,24 @@
-"""Accounts: creation, lookup and credential checks."""
+"""Accounts: creation, lookup, credential checks, search and profile updates."""
 from __future__ import annotations
 
 import functools
 import secrets
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from nexus.errors import NexusError
 from nexus.extensions import db
 from nexus.models import User
+from nexus.realtime import broadcast, events
 from nexus.schemas import load
 from nexus.schemas.users import UserCreateSchema
+from nexus.services.rooms import Actor
+
+# Profile fields a user may change on their own account, and their public (wire) names.
+EDITABLE_PROFILE_FIELDS = {"display_name": "displayName", "department": "department"}
+_LIKE_ESCAPE = "\\"
 
 
 @functools.cache
@@ -85,3 +91,62 @@ def ensure_demo_users() -> list[tuple[User, str]]:
         password = secrets.token_urlsafe(12)
         created.append((create_user(username, password, role=role, display_name=display), password))
     return created
+
+
+def visible_user(viewer: Actor, user_id: int) -> User:
+    """The account with this id as the viewer may see it; USER_NOT_FOUND too for a banned one, except to admins."""
+    user = get_user(user_id)
+    if user.is_banned and not viewer.is_admin:
+        raise NexusError("USER_NOT_FOUND")
+    return user
+
+
+def search(viewer: Actor, q: str, *, limit: int, cursor: str | None = None) -> dict[str, Any]:
+    """A page of users whose username or display name contains q (any case, every character literal)."""
+    # Keyset pagination on the unique username: the page after `cursor` in username order,
+    # so pages never overlap or skip, even while accounts are added between requests.
+    query = select(User).order_by(User.username).limit(limit + 1)
+    if q:
+        pattern = f"%{like_escape(q)}%"
+        matches = [column.ilike(pattern, escape=_LIKE_ESCAPE) for column in (User.username, User.display_name)]
+        query = query.where(or_(*matches))
+    if not viewer.is_admin:
+        query = query.where(User.role != "banned")
+    if cursor:
+        query = query.where(User.username > cursor)
+    rows = list(db.session.scalars(query))
+    page, more = rows[:limit], len(rows) > limit
+    return {
+        "users": [user.public_dict() for user in page],
+        "nextCursor": page[-1].username if more else None,
+        "hasMore": more,
+        "limit": limit,
+    }
+
+
+def like_escape(text: str) -> str:
+    """Text for a LIKE pattern in which %, _ and the escape character itself match only themselves."""
+    for char in (_LIKE_ESCAPE, "%", "_"):  # the escape character first, or its own escapes would double
+        text = text.replace(char, _LIKE_ESCAPE + char)
+    return text
+
+
+def update_profile(user_id: int, changes: dict[str, Any]) -> User:
+    """Apply validated profile changes (display_name, department), commit, then announce them in `user_update`."""
+    refused = set(changes) - set(EDITABLE_PROFILE_FIELDS)
+    if refused:
+        raise NexusError("VALIDATION_ERROR", f"These fields cannot be changed: {', '.join(sorted(refused))}.")
+    user = get_user(user_id)
+    changed = {name: value for name, value in changes.items() if getattr(user, name) != value}
+    for name, value in changed.items():
+        setattr(user, name, value)
+    # A new department is not applied to the user's live sockets (their `department_<name>`
+    # room is joined on connect): they pick up the new department on their next connection.
+    if changed:
+        public = user.public_dict()
+        data = {wire: public[wire] for name, wire in EDITABLE_PROFILE_FIELDS.items() if name in changed}
+        broadcast.emit_after_commit(
+            db.session, events.USER_UPDATE, {"userId": str(user.id), "data": data}, room=events.ALL_USERS_ROOM
+        )
+    db.session.commit()
+    return user
