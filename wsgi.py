@@ -5,8 +5,7 @@ import sys  # noqa: E402
 
 from nexus import create_app  # noqa: E402
 from nexus.config import ConfigError  # noqa: E402
-from nexus.extensions import socketio  # noqa: E402
-from nexus.realtime.queue import start_listening  # noqa: E402
+from nexus.server import prepare_instance  # noqa: E402
 
 # gunicorn's exit code for "worker failed to boot": the master stops instead of respawning.
 WORKER_BOOT_ERROR = 3
@@ -17,4 +16,4 @@ except ConfigError as exc:
     print(f"nexus: configuration error: {exc}", file=sys.stderr, flush=True)
     sys.exit(WORKER_BOOT_ERROR)
 
-start_listening(socketio.server)
+prepare_instance(app)

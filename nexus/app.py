@@ -15,7 +15,7 @@ from nexus.config import Config
 from nexus.extensions import cors, db, jwt, migrate, socketio
 from nexus.logs import configure_logging
 from nexus.realtime import broadcast, jsonenc, protocol, queue
-from nexus.realtime.events import CHAT, DEFAULT
+from nexus.realtime.events import CHAT, DEFAULT, PRESENCE
 from nexus.realtime.gate import RoomGate
 from nexus.realtime.sessions import SessionRegistry
 
@@ -110,9 +110,12 @@ def register_socketio(app: Flask, settings: Config) -> None:
     """The Socket.IO server, its message queue, the namespaces and the broadcast facade."""
     from nexus.realtime.namespaces.chat import ChatContext, ChatNamespace
     from nexus.realtime.namespaces.default import DefaultNamespace
+    from nexus.realtime.namespaces.presence import PresenceNamespace
+    from nexus.services.presence import Presence
     from nexus.services.rooms import LiveMembership
     from nexus.services.typing import TypingTracker
-    from nexus.stores.live_rooms import MemoryLiveRooms
+    from nexus.stores import build_stores
+    from nexus.stores.live_rooms import LiveRooms
 
     protocol_logger: Any = logging.getLogger("socketio") if settings.protocol_debug else False
     engine_logger: Any = logging.getLogger("engineio") if settings.protocol_debug else False
@@ -136,14 +139,22 @@ def register_socketio(app: Flask, settings: Config) -> None:
 
     sessions = SessionRegistry()
     app.extensions["nexus.sessions"] = sessions
+    stores = build_stores(settings)
+    app.extensions["nexus.stores"] = stores
+    presence = Presence(stores.tally, stores.presence, settings)
+    app.extensions["nexus.presence"] = presence
     chat = ChatContext(
-        live=LiveMembership(MemoryLiveRooms()),
+        live=LiveMembership(LiveRooms(stores.tally)),
         gate=manager.gate,
         typing=TypingTracker(settings.typing_timeout_s, socketio.start_background_task, socketio.sleep, app),
     )
     app.extensions["nexus.chat"] = chat
-    common = dict(config=settings, sessions=sessions)
-    namespaces = [DefaultNamespace(DEFAULT, chat=chat, **common), ChatNamespace(CHAT, chat=chat, **common)]
+    common = dict(config=settings, sessions=sessions, presence=presence)
+    namespaces = [
+        DefaultNamespace(DEFAULT, chat=chat, **common),
+        ChatNamespace(CHAT, chat=chat, **common),
+        PresenceNamespace(PRESENCE, **common),
+    ]
     for namespace in namespaces:
         socketio.on_namespace(namespace)
     broadcast.install(

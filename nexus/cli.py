@@ -23,9 +23,7 @@ def serve_command(host: str | None, port: int | None) -> None:
     """Run the server (gevent, WebSocket and long-polling) on the configured database."""
     from flask_migrate import upgrade
 
-    from nexus.extensions import socketio
-    from nexus.realtime.queue import start_listening
-    from nexus.server import make_server
+    from nexus.server import make_server, prepare_instance
     from nexus.services.users import ensure_demo_users
 
     app = current_app._get_current_object()
@@ -38,7 +36,7 @@ def serve_command(host: str | None, port: int | None) -> None:
     host = host or config.host
     port = config.port if port is None else port
     server = make_server(app, host, port)
-    start_listening(socketio.server)
+    prepare_instance(app)
     server.start()
     click.echo(f"Nexus listening on http://{host}:{server.server_port} (instance {config.instance_id})", err=True)
     try:

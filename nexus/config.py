@@ -45,6 +45,9 @@ class Config:
     max_message_length: int = 4000
     typing_timeout_s: float = 5.0
     catchup_limit: int = 500
+    away_after_s: int = 300
+    status_restore_s: int = 300
+    last_seen_write_s: int = 60
     history_max_limit: int = 100
     rate_limit_window_ms: int = 60_000
     rate_limit_max_requests: int = 100
@@ -66,6 +69,15 @@ class Config:
     @property
     def is_testing(self) -> bool:
         return self.env == "testing"
+
+    @property
+    def shared_state_url(self) -> str | None:
+        """The Redis that instances share live state through: REDIS_URL, or a redis:// queue."""
+        if self.redis_url:
+            return self.redis_url
+        if self.message_queue_url and self.message_queue_url.startswith(("redis://", "rediss://")):
+            return self.message_queue_url
+        return None
 
     def with_overrides(self, **overrides: Any) -> "Config":
         """A copy with some fields replaced (tests, CLI options)."""
@@ -126,6 +138,9 @@ class Config:
             max_message_length=env.integer("NEXUS_MAX_MESSAGE_LENGTH", default=4000, minimum=1, maximum=100_000),
             typing_timeout_s=env.integer("NEXUS_TYPING_TIMEOUT_S", default=5, minimum=1, maximum=120),
             catchup_limit=env.integer("NEXUS_CATCHUP_LIMIT", default=500, minimum=1, maximum=10_000),
+            away_after_s=env.integer("NEXUS_AWAY_AFTER_S", default=300, minimum=1, maximum=86_400),
+            status_restore_s=env.integer("NEXUS_STATUS_RESTORE_S", default=300, minimum=0, maximum=30 * 86_400),
+            last_seen_write_s=env.integer("NEXUS_LAST_SEEN_WRITE_S", default=60, minimum=1, maximum=3600),
             history_max_limit=env.integer("NEXUS_HISTORY_MAX_LIMIT", default=100, minimum=1, maximum=1000),
             rate_limit_window_ms=env.integer(
                 "SOCKETIO_RATE_LIMIT_WINDOW_MS", default=60_000, minimum=100, maximum=86_400_000

@@ -46,6 +46,16 @@ class NexusHandler(WebSocketHandler):
             access_log.info("%s", redact(self.format_request()))
 
 
+def prepare_instance(app: Any) -> None:
+    """What an instance does before it takes connections: listen on the queue, bring live state up to date."""
+    from nexus.extensions import socketio
+    from nexus.realtime import keeper
+    from nexus.realtime.queue import start_listening
+
+    start_listening(socketio.server)
+    keeper.start(app, socketio)
+
+
 def make_server(app: Any, host: str, port: int) -> pywsgi.WSGIServer:
     """A gevent WSGI server for the app, WebSocket upgrades included (not yet listening)."""
     return pywsgi.WSGIServer(

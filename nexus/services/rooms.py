@@ -11,7 +11,7 @@ from nexus.errors import NexusError
 from nexus.extensions import db
 from nexus.models import Room, RoomMembership, User
 from nexus.realtime import broadcast, events
-from nexus.stores.live_rooms import LiveRoomStore
+from nexus.stores.live_rooms import LiveRooms
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ def info(actor: Actor, room: Room, live: "LiveMembership") -> dict[str, Any]:
 class LiveMembership:
     """Sockets in rooms now; announces a member's first arrival and last departure."""
 
-    def __init__(self, store: LiveRoomStore):
+    def __init__(self, store: LiveRooms):
         self.store = store
 
     def entered(self, actor: Actor, room: str, sid: str) -> int:
@@ -238,6 +238,21 @@ class LiveMembership:
                 skip_sid=sid,
             )
         return count
+
+    def announce_gone(self, gone: list[tuple[str, str]]) -> None:
+        """Members whose last sockets in rooms were on an instance that died: `room_left` for each."""
+        for scope, member in gone:
+            room = scope.removeprefix("room:")
+            user_id = int(member[2:]) if member.startswith("u:") and member[2:].isdigit() else None
+            user = db.session.get(User, user_id) if user_id is not None else None
+            actor = Actor(user_id=user_id, role=user.role if user else "guest",
+                          username=user.username if user else None,
+                          display_name=user.display_name if user else None)
+            broadcast.emit(
+                events.ROOM_LEFT,
+                {"roomId": room, "room": room, "user": actor.public(), "memberCount": len(self.store.members(room))},
+                room=room,
+            )
 
     def rooms_of(self, sid: str) -> set[str]:
         return self.store.rooms_of(sid)

@@ -6,7 +6,8 @@ import pytest
 from nexus.errors import NexusError
 from nexus.services import messages, rooms
 from nexus.services.rooms import Actor, LiveMembership
-from nexus.stores.live_rooms import MemoryLiveRooms
+from nexus.stores.live_rooms import LiveRooms
+from nexus.stores.memory import MemoryTally
 
 
 def actor_of(user) -> Actor:
@@ -64,7 +65,7 @@ def test_private_rooms_need_membership_given_by_owner_or_admin(db, make_user):
 
 
 def test_live_membership_counts_users_once_and_announces_first_and_last(app, broadcasts, make_user):
-    live = LiveMembership(MemoryLiveRooms())
+    live = LiveMembership(LiveRooms(MemoryTally()))
     alice, bob = actor_of(make_user("alice")), actor_of(make_user("bob"))
     with app.app_context():
         assert live.entered(alice, "general", "a1") == 1
@@ -82,7 +83,7 @@ def test_live_membership_counts_users_once_and_announces_first_and_last(app, bro
     assert live.members("general") == {f"u:{bob.user_id}"}
     with app.app_context():
         live.left(bob, "general", "b1")
-    assert live.store.room_count() == 0  # empty rooms are dropped
+    assert live.store.tally.scopes() == 0  # empty rooms are dropped
 
 
 def test_unread_counts_follow_the_read_marker(db, make_user):
@@ -103,7 +104,7 @@ def test_room_info_lists_members_and_refuses_outsiders(db, make_user):
     owner = actor_of(make_user("owner"))
     outsider = actor_of(make_user("outsider"))
     room = rooms.create(owner, "secret", "private", "plans")
-    live = LiveMembership(MemoryLiveRooms())
+    live = LiveMembership(LiveRooms(MemoryTally()))
     info = rooms.info(owner, room, live)
     assert info["name"] == "secret" and info["kind"] == "private" and info["topic"] == "plans"
     assert [(m["username"], m["memberRole"], m["status"]) for m in info["members"]] == [("owner", "owner", "offline")]

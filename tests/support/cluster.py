@@ -79,6 +79,13 @@ class Client:
                 lambda: any(name == event and match(data) for name, data in self.events), timeout
             )
 
+    def assert_count_stays(self, event: str, count: int, window: float = ABSENCE_WINDOW) -> None:
+        """Exactly `count` of `event` have arrived, and no more arrive within `window` seconds."""
+        with self._arrived:
+            self._arrived.wait_for(lambda: len([1 for name, _ in self.events if name == event]) > count, window)
+            got = [data for name, data in self.events if name == event]
+        assert len(got) == count, f"{self.name}: {count} x {event!r} expected, got {got}"
+
     def assert_never_gets(self, event: str, deadline: float) -> None:
         """No `event` until `deadline` (time.monotonic()); returns early, failing, if one arrives."""
         with self._arrived:

@@ -9,9 +9,11 @@ from flask_socketio import ConnectionRefusedError, Namespace
 
 from nexus.config import Config
 from nexus.errors import NexusError
+from nexus.extensions import db
 from nexus.realtime import acks, broadcast, events
 from nexus.realtime.sessions import SessionRegistry, SocketSession
 from nexus.services import tokens
+from nexus.services.presence import Presence
 
 log = logging.getLogger("nexus.realtime")
 
@@ -29,10 +31,11 @@ class NexusNamespace(Namespace):
     #: Guests may connect to this namespace (when the configuration allows guests at all).
     guests_allowed = True
 
-    def __init__(self, namespace: str, *, config: Config, sessions: SessionRegistry):
+    def __init__(self, namespace: str, *, config: Config, sessions: SessionRegistry, presence: Presence):
         super().__init__(namespace)
         self.config = config
         self.sessions = sessions
+        self.presence = presence
 
     # -- connection ---------------------------------------------------------------
 
@@ -49,19 +52,25 @@ class NexusNamespace(Namespace):
         log.info(
             "connected ns=%s sid=%s user=%s", self.namespace, session.sid, session.user_id or "guest"
         )
-        self.welcome(session)
-        try:
-            self.after_connect(session, auth)
-        except Exception as exc:  # the connection stands; the client is told
-            error = acks.internal_error(exc, event="connect", sid=session.sid)
-            broadcast.reply(events.ERROR, {**error.to_dict(), "event": "connect"}, sid=session.sid,
-                            namespace=self.namespace)
+        for step in (
+            lambda: self.presence.connected(session.actor(), session.sid),
+            lambda: self.welcome(session),
+            lambda: self.after_connect(session, auth),
+        ):
+            try:
+                step()
+            except Exception as exc:  # the connection stands; the client is told
+                db.session.rollback()
+                error = acks.internal_error(exc, event="connect", sid=session.sid)
+                broadcast.reply(events.ERROR, {**error.to_dict(), "event": "connect"}, sid=session.sid,
+                                namespace=self.namespace)
 
     def on_disconnect(self, reason: Any = None) -> None:
         session = self.sessions.get(request.sid)
         if session is not None:
             try:
                 self.on_socket_closed(session)
+                self.presence.disconnected(session.actor())
             except Exception as exc:
                 acks.internal_error(exc, event="disconnect", sid=session.sid)
             self.sessions.remove(request.sid)
@@ -108,6 +117,7 @@ class NexusNamespace(Namespace):
             raise NexusError("UNAUTHORIZED", "This connection is closing.")
         self.before_identity_change(current)
         self.leave_managed_rooms(current)
+        self.presence.disconnected(current.actor())
         values = SocketSession(sid=sid, namespace=self.namespace)
         _apply_identity(values, identity)
         session = self.sessions.set_user(
@@ -121,6 +131,7 @@ class NexusNamespace(Namespace):
             token_expires_at=values.token_expires_at,
         )
         self.join_managed_rooms(session)
+        self.presence.connected(session.actor(), sid)
         return session
 
     def join_managed_rooms(self, session: SocketSession) -> None:
@@ -148,6 +159,7 @@ class NexusNamespace(Namespace):
                 session = self.sessions.get(sid)
                 if session is None:
                     raise NexusError("UNAUTHORIZED", "This connection is closing.")
+                self.presence.touch(session.actor())
                 result = handler(session, *args)
                 return self._answer(event, sid, acks.ok(**(result or {})))
             except NexusError as exc:

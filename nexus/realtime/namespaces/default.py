@@ -8,6 +8,7 @@ from nexus.models import isoformat, utcnow
 from nexus.realtime import broadcast, events
 from nexus.realtime.namespaces.base import NexusNamespace
 from nexus.realtime.namespaces.chat import ChatEvents
+from nexus.realtime.namespaces.presence import PresenceEvents
 from nexus.realtime.sessions import SocketSession
 from nexus.schemas import load
 from nexus.schemas.users import PingSchema
@@ -19,8 +20,8 @@ def server_time() -> dict[str, Any]:
     return {"serverTime": isoformat(utcnow()), "timestamp": int(time.time() * 1000)}
 
 
-class DefaultNamespace(ChatEvents, NexusNamespace):
-    """Connection and chat events of seeds A and B; presence and admin events join it in their issues."""
+class DefaultNamespace(ChatEvents, PresenceEvents, NexusNamespace):
+    """Connection, chat and presence events of seeds A and B; admin events join it in their issue."""
 
     def welcome(self, session: SocketSession) -> None:
         broadcast.reply(
@@ -36,6 +37,8 @@ class DefaultNamespace(ChatEvents, NexusNamespace):
             sid=session.sid,
             namespace=self.namespace,
         )
+        if session.user_id is not None:
+            self.send_online_users(session)
 
     def on_ping(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
         """Seed A: ping(cb) answered by the ack; seed B: ping({timestamp}) answered by `pong`."""

@@ -1,0 +1,89 @@
+"""Each instance's background upkeep of live state: heartbeat, reaping dead instances, away
+after inactivity, last-seen writes and reconciling the database with who is really connected.
+
+One greenlet per instance; every task is safe when several instances run it at once (the
+store operations it relies on are atomic), and a failing task is logged and retried next time.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from nexus.stores.redis import HEARTBEAT_S
+
+log = logging.getLogger("nexus.keeper")
+
+TICK_S = 1.0
+
+
+@dataclass
+class _Task:
+    name: str
+    every_s: float
+    run: Callable[[], Any]
+    due: float = 0.0
+
+
+@dataclass
+class Keeper:
+    """Runs the upkeep tasks of one instance until stopped."""
+
+    app: Any
+    sleep: Callable[[float], Any]
+    tasks: list[_Task] = field(default_factory=list)
+    stopped: bool = False
+
+    @classmethod
+    def for_app(cls, app: Any, sleep: Callable[[float], Any]) -> "Keeper":
+        presence = app.extensions["nexus.presence"]
+        chat = app.extensions["nexus.chat"]
+        tally = presence.tally
+        config = app.config["NEXUS"]
+
+        def reap() -> None:
+            gone = tally.reap()
+            if gone:
+                presence.went_offline([int(member) for scope, member in gone if scope == "presence"])
+                chat.live.announce_gone([(scope, member) for scope, member in gone if scope != "presence"])
+
+        keeper = cls(app, sleep)
+        keeper.tasks = [
+            _Task("reap", 2.0, reap),
+            _Task("heartbeat", HEARTBEAT_S, tally.heartbeat),
+            _Task("away", max(0.5, min(5.0, config.away_after_s / 4)), presence.sweep_away),
+            _Task("last_seen", float(config.last_seen_write_s), presence.flush_last_seen),
+            _Task("reconcile", 30.0, presence.reconcile),
+        ]
+        return keeper
+
+    def run_once(self, force: bool = False) -> None:
+        """Run the tasks that are due (all of them with force)."""
+        now = time.monotonic()
+        for task in self.tasks:
+            if not force and now < task.due:
+                continue
+            task.due = now + task.every_s
+            try:
+                with self.app.app_context():
+                    task.run()
+            except Exception:
+                log.exception("upkeep task %s failed; retrying in %.0fs", task.name, task.every_s)
+
+    def run(self) -> None:
+        while not self.stopped:
+            self.sleep(TICK_S)
+            self.run_once()
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def start(app: Any, socketio: Any) -> Keeper:
+    """Bring this instance's live state up to date now, then keep it so in the background."""
+    keeper = Keeper.for_app(app, socketio.sleep)
+    keeper.run_once(force=True)  # reaps a previous life of this instance before it serves
+    socketio.start_background_task(keeper.run)
+    app.extensions["nexus.keeper"] = keeper
+    return keeper

@@ -1,0 +1,61 @@
+"""The store interfaces the services use; memory.py and redis.py implement them."""
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Tally(Protocol):
+    """Who is present in a scope ("presence", "room:general"), counting each member once
+    however many sockets it has, on however many instances."""
+
+    def add(self, scope: str, member: str) -> bool:
+        """One more socket of a member; True if it is the member's first anywhere."""
+
+    def remove(self, scope: str, member: str) -> bool:
+        """One socket fewer; True if it was the member's last anywhere."""
+
+    def members(self, scope: str) -> set[str]:
+        """The members present in a scope, on every live instance."""
+
+    def reap(self) -> list[tuple[str, str]]:
+        """Forget what dead instances held; the (scope, member) pairs now absent everywhere."""
+
+    def heartbeat(self) -> None:
+        """Tell the others this instance is alive (and restore its entries if they were reaped)."""
+
+    def close(self) -> None:
+        """Withdraw this instance's entries (clean shutdown)."""
+
+
+class PresenceStore(Protocol):
+    """Per-user presence details shared by every instance."""
+
+    def chosen_status(self, user_id: int) -> str | None:
+        """The status the user chose (online, busy, offline), if it is still remembered."""
+
+    def choose_status(self, user_id: int, status: str) -> None:
+        """Remember the user's chosen status while they are connected."""
+
+    def remember_status(self, user_id: int, seconds: int) -> None:
+        """The user went offline: keep their chosen status for `seconds` more."""
+
+    def touch(self, user_id: int, at: float) -> None:
+        """Record activity (epoch seconds)."""
+
+    def last_activity(self, user_id: int) -> float | None:
+        """The last recorded activity (epoch seconds)."""
+
+    def idle_since(self, cutoff: float, limit: int) -> list[int]:
+        """Users whose last recorded activity is before `cutoff`."""
+
+    def forget_activity(self, user_id: int) -> None:
+        """The user is offline: stop tracking their activity."""
+
+    def set_away(self, user_id: int) -> bool:
+        """Mark the user away after inactivity; True if this call made the change."""
+
+    def clear_away(self, user_id: int) -> bool:
+        """Activity again; True if the user had been marked away."""
+
+    def is_away(self, user_id: int) -> bool:
+        """True while the user is marked away after inactivity."""

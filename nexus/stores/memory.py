@@ -1,0 +1,107 @@
+"""Stores of one process: the embedded default, when no Redis is configured."""
+from __future__ import annotations
+
+import time
+from threading import Lock
+
+
+class MemoryTally:
+    """Tally of one process: there are no other instances to count or to reap."""
+
+    def __init__(self) -> None:
+        self._lock = Lock()
+        self._counts: dict[str, dict[str, int]] = {}
+
+    def add(self, scope: str, member: str) -> bool:
+        with self._lock:
+            members = self._counts.setdefault(scope, {})
+            members[member] = members.get(member, 0) + 1
+            return members[member] == 1
+
+    def remove(self, scope: str, member: str) -> bool:
+        with self._lock:
+            members = self._counts.get(scope)
+            if not members or member not in members:
+                return False
+            members[member] -= 1
+            if members[member] > 0:
+                return False
+            del members[member]
+            if not members:
+                del self._counts[scope]
+            return True
+
+    def members(self, scope: str) -> set[str]:
+        return set(self._counts.get(scope, ()))
+
+    def scopes(self) -> int:
+        return len(self._counts)
+
+    def reap(self) -> list[tuple[str, str]]:
+        return []
+
+    def heartbeat(self) -> None:
+        pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._counts.clear()
+
+
+class MemoryPresenceStore:
+    """Presence details of one process; remembered statuses expire like Redis keys would."""
+
+    def __init__(self) -> None:
+        self._lock = Lock()
+        self._status: dict[int, tuple[str, float | None]] = {}
+        self._activity: dict[int, float] = {}
+        self._away: set[int] = set()
+
+    def chosen_status(self, user_id: int) -> str | None:
+        entry = self._status.get(user_id)
+        if entry is None:
+            return None
+        status, expires = entry
+        if expires is not None and expires <= time.monotonic():
+            self._status.pop(user_id, None)
+            return None
+        return status
+
+    def choose_status(self, user_id: int, status: str) -> None:
+        self._status[user_id] = (status, None)
+
+    def remember_status(self, user_id: int, seconds: int) -> None:
+        status = self.chosen_status(user_id)
+        if status is not None:
+            self._status[user_id] = (status, time.monotonic() + seconds)
+
+    def touch(self, user_id: int, at: float) -> None:
+        self._activity[user_id] = at
+
+    def last_activity(self, user_id: int) -> float | None:
+        return self._activity.get(user_id)
+
+    def idle_since(self, cutoff: float, limit: int) -> list[int]:
+        idle = [user_id for user_id, at in list(self._activity.items()) if at < cutoff]
+        return idle[:limit]
+
+    def forget_activity(self, user_id: int) -> None:
+        self._activity.pop(user_id, None)
+        self._away.discard(user_id)
+
+    def set_away(self, user_id: int) -> bool:
+        with self._lock:
+            if user_id in self._away:
+                return False
+            self._away.add(user_id)
+            return True
+
+    def clear_away(self, user_id: int) -> bool:
+        with self._lock:
+            if user_id not in self._away:
+                return False
+            self._away.discard(user_id)
+            return True
+
+    def is_away(self, user_id: int) -> bool:
+        return user_id in self._away

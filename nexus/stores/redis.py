@@ -1,0 +1,226 @@
+"""Stores shared by every instance through Redis.
+
+Each instance keeps its own entries (`<prefix>:c:<scope>:<instance>`, member -> socket count)
+and a heartbeat key (`<prefix>:inst:<instance>`) that expires INSTANCE_TTL_S seconds after the
+instance stops refreshing it. Readers only count the entries of instances whose heartbeat is
+alive, so an instance killed without a goodbye drops out of every online list by itself, within
+INSTANCE_TTL_S; live instances then reap its entries and announce who went away with it.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from threading import Lock
+from typing import Any
+
+log = logging.getLogger("nexus.stores")
+
+HEARTBEAT_S = 3.0
+INSTANCE_TTL_S = 10
+
+_ELSEWHERE = """
+local function elsewhere(prefix, scope, me, member)
+  for _, other in ipairs(redis.call('SMEMBERS', prefix .. ':instances')) do
+    if other ~= me and redis.call('EXISTS', prefix .. ':inst:' .. other) == 1
+       and redis.call('HEXISTS', prefix .. ':c:' .. scope .. ':' .. other, member) == 1 then
+      return true
+    end
+  end
+  return false
+end
+"""
+
+# ARGV: prefix, scope, instance, member. Returns 1 for the member's first socket anywhere.
+_ADD = _ELSEWHERE + """
+local prefix, scope, me, member = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+redis.call('SADD', prefix .. ':scopes:' .. me, scope)
+if redis.call('HINCRBY', prefix .. ':c:' .. scope .. ':' .. me, member, 1) > 1 then return 0 end
+if elsewhere(prefix, scope, me, member) then return 0 end
+return 1
+"""
+
+# ARGV: prefix, scope, instance, member. Returns 1 when the member's last socket anywhere left.
+_REMOVE = _ELSEWHERE + """
+local prefix, scope, me, member = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local key = prefix .. ':c:' .. scope .. ':' .. me
+local left = redis.call('HINCRBY', key, member, -1)
+if left > 0 then return 0 end
+redis.call('HDEL', key, member)
+if redis.call('EXISTS', key) == 0 then redis.call('SREM', prefix .. ':scopes:' .. me, scope) end
+if left < 0 then return 0 end
+if elsewhere(prefix, scope, me, member) then return 0 end
+return 1
+"""
+
+# ARGV: prefix, scope. The members on every live instance.
+_MEMBERS = """
+local prefix, scope = ARGV[1], ARGV[2]
+local seen, out = {}, {}
+for _, inst in ipairs(redis.call('SMEMBERS', prefix .. ':instances')) do
+  if redis.call('EXISTS', prefix .. ':inst:' .. inst) == 1 then
+    for _, member in ipairs(redis.call('HKEYS', prefix .. ':c:' .. scope .. ':' .. inst)) do
+      if not seen[member] then seen[member] = true; out[#out + 1] = member end
+    end
+  end
+end
+return out
+"""
+
+# ARGV: prefix, instance. Deletes the instance's entries; returns scope, member, scope, member, ...
+# for the members that no live instance still has. Atomic, so two reapers never both report.
+_REAP = _ELSEWHERE + """
+local prefix, dead = ARGV[1], ARGV[2]
+local out = {}
+for _, scope in ipairs(redis.call('SMEMBERS', prefix .. ':scopes:' .. dead)) do
+  local key = prefix .. ':c:' .. scope .. ':' .. dead
+  local members = redis.call('HKEYS', key)
+  redis.call('DEL', key)
+  for _, member in ipairs(members) do
+    if not elsewhere(prefix, scope, dead, member) then out[#out + 1] = scope; out[#out + 1] = member end
+  end
+end
+redis.call('DEL', prefix .. ':scopes:' .. dead)
+redis.call('SREM', prefix .. ':instances', dead)
+return out
+"""
+
+
+def connect(url: str) -> Any:
+    """A redis-py client with short timeouts (a dead Redis must not hang a handler for long)."""
+    import redis
+
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=3, socket_timeout=5, health_check_interval=30, decode_responses=True
+    )
+
+
+class RedisTally:
+    """Tally shared by every instance; see the module docstring for the layout."""
+
+    def __init__(self, client: Any, prefix: str, instance_id: str):
+        self.client = client
+        self.prefix = prefix
+        self.instance_id = instance_id
+        self._add = client.register_script(_ADD)
+        self._remove = client.register_script(_REMOVE)
+        self._members = client.register_script(_MEMBERS)
+        self._reap = client.register_script(_REAP)
+        self._lock = Lock()
+        # What this instance holds, to restore it if the others ever reaped it (a long stall).
+        self._local: dict[str, dict[str, int]] = {}
+        self._registered = False
+
+    def add(self, scope: str, member: str) -> bool:
+        with self._lock:
+            members = self._local.setdefault(scope, {})
+            members[member] = members.get(member, 0) + 1
+        return bool(self._add(args=[self.prefix, scope, self.instance_id, member]))
+
+    def remove(self, scope: str, member: str) -> bool:
+        with self._lock:
+            members = self._local.get(scope)
+            if not members or member not in members:
+                return False
+            members[member] -= 1
+            if members[member] <= 0:
+                del members[member]
+                if not members:
+                    del self._local[scope]
+        return bool(self._remove(args=[self.prefix, scope, self.instance_id, member]))
+
+    def members(self, scope: str) -> set[str]:
+        return set(self._members(args=[self.prefix, scope]))
+
+    def heartbeat(self) -> None:
+        key = f"{self.prefix}:inst:{self.instance_id}"
+        previous = self.client.set(key, str(time.time()), ex=INSTANCE_TTL_S, get=True)
+        if not self._registered:
+            self.client.sadd(f"{self.prefix}:instances", self.instance_id)
+            self._registered = True
+        elif previous is None:
+            self._restore()
+
+    def reap(self) -> list[tuple[str, str]]:
+        """Reap instances whose heartbeat expired, and this instance's own earlier life."""
+        gone: list[tuple[str, str]] = []
+        if not self._registered:
+            gone += self._reap_instance(self.instance_id)  # a restart with the same id: no ghosts
+        instances = sorted(self.client.smembers(f"{self.prefix}:instances") - {self.instance_id})
+        if instances:
+            alive = self.client.exists  # one round trip per instance; instances are few
+            for instance in instances:
+                if not alive(f"{self.prefix}:inst:{instance}"):
+                    reaped = self._reap_instance(instance)
+                    if reaped:
+                        log.info("reaped instance %s: %d entries gone", instance, len(reaped))
+                    gone += reaped
+        return gone
+
+    def close(self) -> None:
+        """Withdraw this instance: its entries and its heartbeat."""
+        with self._lock:
+            self._local.clear()
+        self.client.delete(f"{self.prefix}:inst:{self.instance_id}")
+        self._reap_instance(self.instance_id)
+
+    def _reap_instance(self, instance: str) -> list[tuple[str, str]]:
+        flat = self._reap(args=[self.prefix, instance])
+        return list(zip(flat[0::2], flat[1::2]))
+
+    def _restore(self) -> None:
+        with self._lock:
+            snapshot = {scope: dict(members) for scope, members in self._local.items()}
+        log.warning("this instance's heartbeat had expired; restoring %d scopes", len(snapshot))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.sadd(f"{self.prefix}:instances", self.instance_id)
+        for scope, members in snapshot.items():
+            pipe.delete(f"{self.prefix}:c:{scope}:{self.instance_id}")
+            pipe.hset(f"{self.prefix}:c:{scope}:{self.instance_id}", mapping=members)
+            pipe.sadd(f"{self.prefix}:scopes:{self.instance_id}", scope)
+        pipe.execute()
+
+
+class RedisPresenceStore:
+    """Chosen statuses, activity and away flags, shared by every instance."""
+
+    def __init__(self, client: Any, prefix: str):
+        self.client = client
+        self.prefix = prefix
+        self._activity = f"{prefix}:activity"
+        self._away = f"{prefix}:away"
+
+    def _status_key(self, user_id: int) -> str:
+        return f"{self.prefix}:status:{user_id}"
+
+    def chosen_status(self, user_id: int) -> str | None:
+        return self.client.get(self._status_key(user_id))
+
+    def choose_status(self, user_id: int, status: str) -> None:
+        self.client.set(self._status_key(user_id), status)
+
+    def remember_status(self, user_id: int, seconds: int) -> None:
+        self.client.expire(self._status_key(user_id), seconds)
+
+    def touch(self, user_id: int, at: float) -> None:
+        self.client.zadd(self._activity, {str(user_id): at})
+
+    def last_activity(self, user_id: int) -> float | None:
+        return self.client.zscore(self._activity, str(user_id))
+
+    def idle_since(self, cutoff: float, limit: int) -> list[int]:
+        return [int(uid) for uid in self.client.zrangebyscore(self._activity, "-inf", f"({cutoff}", 0, limit)]
+
+    def forget_activity(self, user_id: int) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrem(self._activity, str(user_id))
+        pipe.srem(self._away, str(user_id))
+        pipe.execute()
+
+    def set_away(self, user_id: int) -> bool:
+        return bool(self.client.sadd(self._away, str(user_id)))
+
+    def clear_away(self, user_id: int) -> bool:
+        return bool(self.client.srem(self._away, str(user_id)))
+
+    def is_away(self, user_id: int) -> bool:
+        return bool(self.client.sismember(self._away, str(user_id)))
