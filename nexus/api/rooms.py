@@ -58,6 +58,11 @@ def room_messages(ref: str):
     return _history(actor, {**request.args.to_dict(), "roomId": room.name})
 
 
+@bp.get("/conversations")
+def list_conversations():
+    return jsonify({"success": True, "conversations": rooms.conversations(current_actor())})
+
+
 @bp.get("/conversations/<int:user_id>/messages")
 def direct_messages(user_id: int):
     return _history(current_actor(), {**request.args.to_dict(), "with": user_id})

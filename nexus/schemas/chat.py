@@ -197,13 +197,23 @@ class HistorySchema(Schema):
 
 
 class MarkReadSchema(Schema):
-    """`mark_read`: {roomId, seq}."""
+    """`mark_read`: {roomId, seq} for a room, {with, seq} for a direct conversation."""
 
     class Meta:
         unknown = EXCLUDE
 
-    room = RoomName(data_key="roomId", required=True)
+    room = RoomName(data_key="roomId")
+    with_user = fields.Integer(data_key="with", strict=False, validate=validate.Range(min=1, max=2**53))
     seq = fields.Integer(strict=True, required=True, validate=validate.Range(min=0, max=2**53))
+
+    @pre_load
+    def _shape(self, data: Any, **_: Any) -> Any:
+        return room_alias(data, "roomId", "room")
+
+    @validates_schema
+    def _target(self, data: dict[str, Any], **_: Any) -> None:
+        if ("room" in data) == ("with_user" in data):
+            raise ValidationError("Give exactly one of roomId and with.", "roomId")
 
 
 class RoomCreateSchema(Schema):

@@ -201,6 +201,17 @@ def direct_room(user_a: int, user_b: int) -> Room:
     return room
 
 
+def conversation(actor: Actor, with_user: int) -> Room:
+    """The direct conversation room of the actor and another user; NOT_FOUND if they never wrote."""
+    if actor.is_guest:
+        raise NexusError("FORBIDDEN", "Guests have no direct messages.")
+    low, high = sorted((actor.user_id, with_user))
+    room = db.session.scalar(select(Room).where(Room.name == f"dm:{low}:{high}"))
+    if room is None:
+        raise NexusError("NOT_FOUND", "There is no conversation with that user.")
+    return room
+
+
 def _history_room(actor: Actor, room_name: str | None, with_user: int | None) -> Room:
     if (room_name is None) == (with_user is None):
         raise NexusError("VALIDATION_ERROR", "Give exactly one of roomId and with.")

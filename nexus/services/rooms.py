@@ -161,13 +161,55 @@ def visible_rooms(actor: Actor) -> list[tuple[Room, RoomMembership | None]]:
 
 
 def unread_counts(user_id: int) -> dict[str, int]:
-    """Messages after the member's last read seq, per room (direct conversations included)."""
+    """Messages after the member's last read seq, per chat room (by name)."""
+    return {name: count for name, kind, count in _unread_rows(user_id) if kind != "direct"}
+
+
+def direct_unread_counts(user_id: int) -> dict[str, int]:
+    """Direct messages after the user's last read seq, per conversation (by the other user's id)."""
+    return {
+        str(other_user(name, user_id)): count for name, kind, count in _unread_rows(user_id) if kind == "direct"
+    }
+
+
+def other_user(direct_room_name: str, user_id: int) -> int:
+    """The other participant of a direct conversation room `dm:<low>:<high>` (oneself for a note to self)."""
+    low, high = (int(part) for part in direct_room_name.split(":")[1:3])
+    return high if low == user_id else low
+
+
+def conversations(actor: Actor, limit: int = 200) -> list[dict[str, Any]]:
+    """The actor's direct conversations, most recently started first, with the other user and unread count."""
+    if actor.is_guest:
+        raise NexusError("FORBIDDEN", "Guests have no direct messages.")
     rows = db.session.execute(
-        select(Room.name, Room.last_seq - RoomMembership.last_read_seq)
+        select(Room, RoomMembership.last_read_seq)
+        .join(RoomMembership, RoomMembership.room_id == Room.id)
+        .where(Room.kind == "direct", RoomMembership.user_id == actor.user_id)
+        .order_by(Room.id.desc())
+        .limit(limit)
+    ).all()
+    others = {room.id: other_user(room.name, actor.user_id) for room, _ in rows}
+    users = {u.id: u for u in db.session.scalars(select(User).where(User.id.in_(set(others.values()))))}
+    return [
+        {
+            "with": users[others[room.id]].public_dict() if others[room.id] in users else None,
+            "lastSeq": room.last_seq,
+            "lastReadSeq": read,
+            "unread": max(0, room.last_seq - read),
+            "createdAt": room.summary()["createdAt"],
+        }
+        for room, read in rows
+    ]
+
+
+def _unread_rows(user_id: int) -> list[tuple[str, str, int]]:
+    rows = db.session.execute(
+        select(Room.name, Room.kind, Room.last_seq - RoomMembership.last_read_seq)
         .join(RoomMembership, RoomMembership.room_id == Room.id)
         .where(RoomMembership.user_id == user_id, Room.last_seq > RoomMembership.last_read_seq)
     )
-    return {name: int(count) for name, count in rows}
+    return [(name, kind, int(count)) for name, kind, count in rows]
 
 
 def mark_read(actor: Actor, room: Room, seq: int) -> int:

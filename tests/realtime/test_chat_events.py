@@ -68,3 +68,27 @@ def test_typing_needs_the_room(pair):
 def test_leaving_a_room_you_are_not_in(pair):
     alice, bob, on_default, on_chat = pair
     assert on_default.emit("leave_room", "general", callback=True)["error"]["code"] == "NOT_FOUND"
+
+
+def test_direct_conversations_have_read_markers_and_unread_counts(app, client, make_user, token_for, socket_client):
+    alice, bob = make_user("alice"), make_user("bob")
+    sender = socket_client(token=token_for(alice))
+    for i in range(3):
+        assert sender.emit("send_message", {"to": bob.id, "content": f"dm{i}"}, callback=True)["success"]
+    reader = socket_client(token=token_for(bob))
+    welcome = received(reader, "connected")[0]
+    assert welcome["unreadDirect"] == {str(alice.id): 3} and welcome["unread"] == {}
+    ack = reader.emit("mark_read", {"with": alice.id, "seq": 2}, callback=True)
+    assert ack == {"success": True, "with": str(alice.id), "lastReadSeq": 2}
+    listed = client.get("/api/conversations", headers={"Authorization": f"Bearer {token_for(bob)}"}).get_json()
+    [conversation] = listed["conversations"]
+    assert conversation["with"]["username"] == "alice" and conversation["unread"] == 1
+    assert conversation["lastSeq"] == 3 and conversation["lastReadSeq"] == 2
+    # No conversation yet, both targets, or neither: refused with a code.
+    carol = make_user("carol")
+    assert reader.emit("mark_read", {"with": carol.id, "seq": 1}, callback=True)["error"]["code"] == "NOT_FOUND"
+    both = reader.emit("mark_read", {"with": alice.id, "roomId": "general", "seq": 1}, callback=True)
+    assert both["error"]["code"] == "VALIDATION_ERROR"
+    assert reader.emit("mark_read", {"seq": 1}, callback=True)["error"]["code"] == "VALIDATION_ERROR"
+    guest = socket_client()
+    assert guest.emit("mark_read", {"with": alice.id, "seq": 1}, callback=True)["error"]["code"] == "FORBIDDEN"

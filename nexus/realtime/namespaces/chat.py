@@ -96,8 +96,12 @@ class ChatEvents:
 
     def on_mark_read(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
         data = load(MarkReadSchema(), payload)
-        seq = rooms.mark_read(session.actor(), rooms.find_room(data["room"]), data["seq"])
-        return {"roomId": data["room"], "lastReadSeq": seq}
+        actor = session.actor()
+        if "room" in data:
+            seq = rooms.mark_read(actor, rooms.find_room(data["room"]), data["seq"])
+            return {"roomId": data["room"], "lastReadSeq": seq}
+        seq = rooms.mark_read(actor, messages.conversation(actor, data["with_user"]), data["seq"])
+        return {"with": str(data["with_user"]), "lastReadSeq": seq}
 
     # -- typing ---------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ class DefaultNamespace(ChatEvents, PresenceEvents, NexusNamespace):
                 "user": session.identity(),
                 "guest": session.is_guest,
                 "unread": {} if session.user_id is None else rooms.unread_counts(session.user_id),
+                "unreadDirect": {} if session.user_id is None else rooms.direct_unread_counts(session.user_id),
                 "instanceId": self.config.instance_id,
                 **server_time(),
             },
