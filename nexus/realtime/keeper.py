@@ -48,10 +48,15 @@ class Keeper:
                 presence.went_offline([int(member) for scope, member in gone if scope == "presence"])
                 chat.live.announce_gone([(scope, member) for scope, member in gone if scope != "presence"])
 
+        def heartbeat() -> None:
+            back = tally.heartbeat()
+            if back:
+                presence.back_online([int(member) for scope, member in back if scope == "presence"])
+
         keeper = cls(app, sleep)
         keeper.tasks = [
             _Task("reap", 2.0, reap),
-            _Task("heartbeat", HEARTBEAT_S, tally.heartbeat),
+            _Task("heartbeat", HEARTBEAT_S, heartbeat),
             _Task("away", max(0.5, min(5.0, config.away_after_s / 4)), presence.sweep_away),
             _Task("last_seen", float(config.last_seen_write_s), presence.flush_last_seen),
             _Task("reconcile", 30.0, presence.reconcile),

@@ -63,6 +63,9 @@ class Presence:
         first = self.tally.add(SCOPE, str(user_id))
         self._write_activity(user_id, now)
         if not first:
+            # A new socket is activity: an away user is back (touch would wait for its throttle).
+            if self.store.clear_away(user_id) and (self.store.chosen_status(user_id) or "online") == "online":
+                self._announce_status(user_id, "online", now)
             return False
         status = self.store.chosen_status(user_id) or "online"
         self.store.choose_status(user_id, status)  # kept while connected (clears a restore expiry)
@@ -94,7 +97,8 @@ class Presence:
         """Users with no socket left anywhere (their last one closed, or their instance died)."""
         for user_id in user_ids:
             visible = self.store.chosen_status(user_id) != "offline"
-            seen = last_seen or self.store.last_activity(user_id) or self.clock()
+            # Unknown when their instance died while they were away: the database keeps the last write.
+            seen = last_seen or self.store.last_activity(user_id)
             self.store.remember_status(user_id, self.restore_s)
             self.store.forget_activity(user_id)
             user = self._save(user_id, status="offline", last_seen=seen)
@@ -103,6 +107,21 @@ class Presence:
                     db.session,
                     events.USER_OFFLINE,
                     {"userId": str(user_id), "lastSeen": isoformat(user.last_seen_at)},
+                    room=events.ALL_USERS_ROOM,
+                )
+        db.session.commit()
+
+    def back_online(self, user_ids: Iterable[int]) -> None:
+        """Users whose sockets were presumed gone with a stalled instance that came back: online again."""
+        for user_id in user_ids:
+            status = self.store.chosen_status(user_id) or "online"
+            self.store.choose_status(user_id, status)
+            user = self._save(user_id, status=status, last_seen=self.clock())
+            if user is not None and status != "offline":
+                broadcast.emit_after_commit(
+                    db.session,
+                    events.USER_ONLINE,
+                    {"userId": str(user_id), "userInfo": self.user_info(user)},
                     room=events.ALL_USERS_ROOM,
                 )
         db.session.commit()

@@ -20,8 +20,9 @@ class Tally(Protocol):
     def reap(self) -> list[tuple[str, str]]:
         """Forget what dead instances held; the (scope, member) pairs now absent everywhere."""
 
-    def heartbeat(self) -> None:
-        """Tell the others this instance is alive (and restore its entries if they were reaped)."""
+    def heartbeat(self) -> list[tuple[str, str]]:
+        """Tell the others this instance is alive; if its entries had been reaped meanwhile (a long
+        stall), put them back and return the (scope, member) pairs that are present again."""
 
     def close(self) -> None:
         """Withdraw this instance's entries (clean shutdown)."""
@@ -52,7 +53,8 @@ class PresenceStore(Protocol):
         """The user is offline: stop tracking their activity."""
 
     def set_away(self, user_id: int) -> bool:
-        """Mark the user away after inactivity; True if this call made the change."""
+        """Mark the user away after inactivity (and drop them from the idle index until their next
+        activity); True if this call made the change."""
 
     def clear_away(self, user_id: int) -> bool:
         """Activity again; True if the user had been marked away."""

@@ -40,8 +40,8 @@ class MemoryTally:
     def reap(self) -> list[tuple[str, str]]:
         return []
 
-    def heartbeat(self) -> None:
-        pass
+    def heartbeat(self) -> list[tuple[str, str]]:
+        return []
 
     def close(self) -> None:
         with self._lock:
@@ -82,8 +82,8 @@ class MemoryPresenceStore:
         return self._activity.get(user_id)
 
     def idle_since(self, cutoff: float, limit: int) -> list[int]:
-        idle = [user_id for user_id, at in list(self._activity.items()) if at < cutoff]
-        return idle[:limit]
+        idle = sorted((at, user_id) for user_id, at in list(self._activity.items()) if at < cutoff)
+        return [user_id for _, user_id in idle[:limit]]  # the longest idle first, as in Redis
 
     def forget_activity(self, user_id: int) -> None:
         self._activity.pop(user_id, None)
@@ -91,6 +91,7 @@ class MemoryPresenceStore:
 
     def set_away(self, user_id: int) -> bool:
         with self._lock:
+            self._activity.pop(user_id, None)  # the next sweep does not see them again
             if user_id in self._away:
                 return False
             self._away.add(user_id)

@@ -19,9 +19,9 @@ HEARTBEAT_S = 3.0
 INSTANCE_TTL_S = 10
 
 _ELSEWHERE = """
-local function elsewhere(prefix, scope, me, member)
+local function elsewhere(prefix, scope, me, member, dead_too)
   for _, other in ipairs(redis.call('SMEMBERS', prefix .. ':instances')) do
-    if other ~= me and redis.call('EXISTS', prefix .. ':inst:' .. other) == 1
+    if other ~= me and (dead_too or redis.call('EXISTS', prefix .. ':inst:' .. other) == 1)
        and redis.call('HEXISTS', prefix .. ':c:' .. scope .. ':' .. other, member) == 1 then
       return true
     end
@@ -67,7 +67,9 @@ return out
 """
 
 # ARGV: prefix, instance. Deletes the instance's entries; returns scope, member, scope, member, ...
-# for the members that no live instance still has. Atomic, so two reapers never both report.
+# for the members that no other instance holds. A member also held by another dead instance that
+# is not reaped yet is reported when that one is, so each departure is reported once. Atomic, so
+# two reapers never both report.
 _REAP = _ELSEWHERE + """
 local prefix, dead = ARGV[1], ARGV[2]
 local out = {}
@@ -76,7 +78,7 @@ for _, scope in ipairs(redis.call('SMEMBERS', prefix .. ':scopes:' .. dead)) do
   local members = redis.call('HKEYS', key)
   redis.call('DEL', key)
   for _, member in ipairs(members) do
-    if not elsewhere(prefix, scope, dead, member) then out[#out + 1] = scope; out[#out + 1] = member end
+    if not elsewhere(prefix, scope, dead, member, true) then out[#out + 1] = scope; out[#out + 1] = member end
   end
 end
 redis.call('DEL', prefix .. ':scopes:' .. dead)
@@ -131,14 +133,15 @@ class RedisTally:
     def members(self, scope: str) -> set[str]:
         return set(self._members(args=[self.prefix, scope]))
 
-    def heartbeat(self) -> None:
+    def heartbeat(self) -> list[tuple[str, str]]:
         key = f"{self.prefix}:inst:{self.instance_id}"
         previous = self.client.set(key, str(time.time()), ex=INSTANCE_TTL_S, get=True)
         if not self._registered:
             self.client.sadd(f"{self.prefix}:instances", self.instance_id)
             self._registered = True
         elif previous is None:
-            self._restore()
+            return self._restore()
+        return []
 
     def reap(self) -> list[tuple[str, str]]:
         """Reap instances whose heartbeat expired, and this instance's own earlier life."""
@@ -167,9 +170,12 @@ class RedisTally:
         flat = self._reap(args=[self.prefix, instance])
         return list(zip(flat[0::2], flat[1::2]))
 
-    def _restore(self) -> None:
+    def _restore(self) -> list[tuple[str, str]]:
+        """Put this instance's entries back; the pairs that were absent everywhere until now."""
         with self._lock:
             snapshot = {scope: dict(members) for scope, members in self._local.items()}
+        absent = [(scope, member) for scope, members in snapshot.items()
+                  for member in members if member not in self.members(scope)]
         log.warning("this instance's heartbeat had expired; restoring %d scopes", len(snapshot))
         pipe = self.client.pipeline(transaction=False)
         pipe.sadd(f"{self.prefix}:instances", self.instance_id)
@@ -178,6 +184,7 @@ class RedisTally:
             pipe.hset(f"{self.prefix}:c:{scope}:{self.instance_id}", mapping=members)
             pipe.sadd(f"{self.prefix}:scopes:{self.instance_id}", scope)
         pipe.execute()
+        return absent
 
 
 class RedisPresenceStore:
@@ -217,7 +224,11 @@ class RedisPresenceStore:
         pipe.execute()
 
     def set_away(self, user_id: int) -> bool:
-        return bool(self.client.sadd(self._away, str(user_id)))
+        # Away users leave the activity index, so the next sweep does not see them again.
+        pipe = self.client.pipeline(transaction=True)
+        pipe.sadd(self._away, str(user_id))
+        pipe.zrem(self._activity, str(user_id))
+        return bool(pipe.execute()[0])
 
     def clear_away(self, user_id: int) -> bool:
         return bool(self.client.srem(self._away, str(user_id)))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable
 
 from flask import request
@@ -16,6 +17,7 @@ from nexus.services import tokens
 from nexus.services.presence import Presence
 
 log = logging.getLogger("nexus.realtime")
+_touch_failure_logged = [0.0]
 
 Handler = Callable[..., Any]
 
@@ -159,7 +161,7 @@ class NexusNamespace(Namespace):
                 session = self.sessions.get(sid)
                 if session is None:
                     raise NexusError("UNAUTHORIZED", "This connection is closing.")
-                self.presence.touch(session.actor())
+                self._touch(session)
                 result = handler(session, *args)
                 return self._answer(event, sid, acks.ok(**(result or {})))
             except NexusError as exc:
@@ -168,6 +170,16 @@ class NexusNamespace(Namespace):
                 return self._answer(event, sid, acks.failure(acks.internal_error(exc, event=event, sid=sid)))
 
         return run
+
+    def _touch(self, session: SocketSession) -> None:
+        # Activity bookkeeping must never cost the event itself (a Redis outage, say).
+        try:
+            self.presence.touch(session.actor())
+        except Exception as exc:
+            now = time.monotonic()
+            if now - _touch_failure_logged[0] > 60:
+                _touch_failure_logged[0] = now
+                log.warning("presence activity not recorded (%s: %s); events go on", type(exc).__name__, exc)
 
     def _answer(self, event: str, sid: str, payload: dict[str, Any]) -> dict[str, Any] | None:
         if acks.ack_requested():

@@ -1,0 +1,513 @@
+"""Presence: online/offline announcements, chosen statuses, away after inactivity, last seen, upkeep."""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable
+from uuid import uuid4
+
+import pytest
+from sqlalchemy import select
+
+from nexus.errors import NexusError
+from nexus.extensions import db as nexus_db
+from nexus.models import User, isoformat
+from nexus.realtime.keeper import Keeper
+from nexus.services.presence import Presence
+from nexus.services.rooms import Actor
+from nexus.stores.memory import MemoryPresenceStore, MemoryTally
+from nexus.stores.redis import connect
+from tests.conftest import BroadcastRecorder
+from tests.support import services
+
+T0 = 1_700_000_000.0
+GUEST = Actor(user_id=None, guest_key="sid-guest")
+
+
+def actor_of(user) -> Actor:
+    return Actor(user_id=user.id, role=user.role, username=user.username, display_name=user.display_name)
+
+
+def at(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, timezone.utc)
+
+
+def iso(epoch: float) -> str:
+    return isoformat(at(epoch))
+
+
+def stored(db, user_id: int) -> tuple[str, datetime | None]:
+    """The committed status and last seen of a user, read on a connection of its own."""
+    with db.engine.connect() as connection:
+        row = connection.execute(select(User.status, User.last_seen_at).where(User.id == user_id)).one()
+    return row.status, row.last_seen_at
+
+
+def emitted(broadcasts, name: str) -> list[tuple[str, str | None, dict[str, Any]]]:
+    """(room, skip_sid, payload) of each `name` event; the /presence namespace gets the same ones."""
+    on_default = [(e["room"], e["skip_sid"], e["data"]) for e in broadcasts.events(name)]
+    assert on_default == [(e["room"], e["skip_sid"], e["data"]) for e in broadcasts.events(name, "/presence")]
+    return on_default
+
+
+def sequence(broadcasts) -> list[str]:
+    """The event names emitted on the default namespace, in order."""
+    return [e["event"] for e in broadcasts.sent if e["namespace"] == "/"]
+
+
+def info(user, status: str, last_seen: float) -> dict[str, Any]:
+    return {
+        "id": str(user.id),
+        "username": user.username,
+        "displayName": user.display_name,
+        "role": "user",
+        "department": None,
+        "status": status,
+        "lastSeen": iso(last_seen),
+    }
+
+
+@pytest.fixture
+def now() -> list[float]:
+    return [T0]
+
+
+@pytest.fixture
+def make_presence(app, db, now) -> Callable[..., Presence]:
+    """A Presence on memory stores, as nexus/app.py builds it, with config overrides and the fake clock."""
+
+    def make(**overrides: Any) -> Presence:
+        config = app.config["NEXUS"].with_overrides(**overrides)
+        return Presence(MemoryTally(), MemoryPresenceStore(), config, clock=lambda: now[0])
+
+    return make
+
+
+@pytest.fixture
+def presence(make_presence) -> Presence:
+    return make_presence(away_after_s=60, status_restore_s=300, last_seen_write_s=60)
+
+
+# -- connections ------------------------------------------------------------------------
+
+
+def test_first_socket_announces_online_and_the_last_announces_offline(db, presence, broadcasts, make_user, now):
+    alice = make_user("alice")
+    assert presence.connected(actor_of(alice), "a1") is True
+    assert emitted(broadcasts, "user_online") == [
+        ("all_users", "a1", {"userId": str(alice.id), "userInfo": info(alice, "online", T0)})
+    ]
+    assert stored(db, alice.id) == ("online", at(T0))
+    assert presence.is_online(alice.id)
+
+    now[0] = T0 + 5
+    assert presence.connected(actor_of(alice), "a2") is False  # a second tab: nothing to announce
+    now[0] = T0 + 8
+    presence.touch(actor_of(alice))
+    now[0] = T0 + 20
+    assert presence.disconnected(actor_of(alice)) is False  # one of two closed: still online
+    assert sequence(broadcasts) == ["user_online"]
+    assert stored(db, alice.id)[0] == "online"
+    assert [entry["userId"] for entry in presence.online_users()] == [str(alice.id)]
+
+    now[0] = T0 + 30
+    assert presence.disconnected(actor_of(alice)) is True
+    assert emitted(broadcasts, "user_offline") == [
+        ("all_users", None, {"userId": str(alice.id), "lastSeen": iso(T0 + 8)})  # the last activity
+    ]
+    assert sequence(broadcasts) == ["user_online", "user_offline"]
+    assert stored(db, alice.id) == ("offline", at(T0 + 8))
+    assert not presence.is_online(alice.id)
+    assert presence.online_users() == []
+    assert presence.disconnected(actor_of(alice)) is False  # one close too many: nothing
+    assert sequence(broadcasts) == ["user_online", "user_offline"]
+
+
+def test_online_users_lists_everyone_connected_with_status_and_last_seen(db, presence, make_user, now):
+    alice, bob = make_user("alice"), make_user("bob")
+    make_user("carol")  # never connects
+    presence.connected(actor_of(bob), "b1")
+    now[0] = T0 + 1
+    presence.connected(actor_of(alice), "a1")
+    presence.update_status(actor_of(bob), "busy")
+    assert presence.online_users() == [
+        {"userId": str(alice.id), "userInfo": info(alice, "online", T0 + 1), "status": "online",
+         "lastSeen": iso(T0 + 1)},
+        {"userId": str(bob.id), "userInfo": info(bob, "busy", T0 + 1), "status": "busy", "lastSeen": iso(T0 + 1)},
+    ]
+
+
+def test_guests_have_no_presence(db, presence, broadcasts):
+    assert presence.connected(GUEST, "g1") is False
+    presence.touch(GUEST)
+    assert presence.disconnected(GUEST) is False
+    with pytest.raises(NexusError) as refused:
+        presence.update_status(GUEST, "busy")
+    assert refused.value.code == "FORBIDDEN"
+    assert broadcasts.sent == []
+    assert presence.online_users() == []
+
+
+# -- chosen status ------------------------------------------------------------------------
+
+
+def test_a_chosen_status_is_announced_to_everyone(db, presence, broadcasts, make_user, now):
+    alice = make_user("alice")
+    presence.connected(actor_of(alice), "a1")
+    now[0] = T0 + 3
+    answer = presence.update_status(actor_of(alice), "busy")
+    update = {"userId": str(alice.id), "status": "busy", "lastSeen": iso(T0 + 3)}
+    assert answer == update
+    assert emitted(broadcasts, "user_updated") == [("all_users", None, update)]
+    assert sequence(broadcasts) == ["user_online", "user_updated"]
+    assert stored(db, alice.id) == ("busy", at(T0 + 3))
+    assert [entry["status"] for entry in presence.online_users()] == ["busy"]
+
+
+def test_an_unknown_status_is_refused_and_changes_nothing(db, presence, broadcasts, make_user):
+    alice = make_user("alice")
+    presence.connected(actor_of(alice), "a1")
+    for bad in ("sleeping", "", "ONLINE", None):
+        with pytest.raises(NexusError) as refused:
+            presence.update_status(actor_of(alice), bad)
+        assert refused.value.code == "VALIDATION_ERROR"
+    assert sequence(broadcasts) == ["user_online"]
+    assert stored(db, alice.id) == ("online", at(T0))
+    assert presence.store.chosen_status(alice.id) == "online"
+
+
+def test_invisible_users_look_offline_and_come_back_online(db, presence, broadcasts, make_user, now):
+    alice, bob = make_user("alice"), make_user("bob")
+    presence.connected(actor_of(alice), "a1")
+    presence.connected(actor_of(bob), "b1")
+    broadcasts.sent.clear()
+
+    now[0] = T0 + 2
+    presence.update_status(actor_of(alice), "offline")
+    assert sequence(broadcasts) == ["user_offline", "user_updated"]
+    [(room, skip, offline)] = emitted(broadcasts, "user_offline")
+    assert (room, skip, offline["userId"]) == ("all_users", None, str(alice.id))
+    assert emitted(broadcasts, "user_updated") == [
+        ("all_users", None, {"userId": str(alice.id), "status": "offline", "lastSeen": iso(T0 + 2)})
+    ]
+    assert stored(db, alice.id) == ("offline", at(T0 + 2))
+    assert [entry["userId"] for entry in presence.online_users()] == [str(bob.id)]
+
+    broadcasts.sent.clear()
+    presence.update_status(actor_of(alice), "offline")  # already invisible: no second user_offline
+    assert sequence(broadcasts) == ["user_updated"]
+
+    broadcasts.sent.clear()
+    now[0] = T0 + 4
+    presence.update_status(actor_of(alice), "online")
+    assert sequence(broadcasts) == ["user_online", "user_updated"]
+    assert emitted(broadcasts, "user_online") == [
+        ("all_users", None, {"userId": str(alice.id), "userInfo": info(alice, "online", T0 + 4)})
+    ]
+    assert emitted(broadcasts, "user_updated") == [
+        ("all_users", None, {"userId": str(alice.id), "status": "online", "lastSeen": iso(T0 + 4)})
+    ]
+    assert stored(db, alice.id) == ("online", at(T0 + 4))
+    assert sorted(entry["userId"] for entry in presence.online_users()) == sorted([str(alice.id), str(bob.id)])
+
+
+def test_an_invisible_user_comes_and_goes_unannounced(db, presence, broadcasts, make_user, now):
+    alice = make_user("alice")
+    presence.connected(actor_of(alice), "a1")
+    presence.update_status(actor_of(alice), "offline")
+    broadcasts.sent.clear()
+    now[0] = T0 + 10
+    assert presence.disconnected(actor_of(alice)) is True
+    now[0] = T0 + 20
+    assert presence.connected(actor_of(alice), "a2") is True  # within status_restore_s: still invisible
+    assert broadcasts.sent == []
+    assert stored(db, alice.id)[0] == "offline"
+    assert presence.online_users() == []
+
+
+def test_a_chosen_status_is_restored_when_the_user_reconnects_soon(db, presence, broadcasts, make_user, now):
+    alice = make_user("alice")
+    presence.connected(actor_of(alice), "a1")
+    presence.update_status(actor_of(alice), "busy")
+    now[0] = T0 + 10
+    presence.disconnected(actor_of(alice))
+    assert stored(db, alice.id)[0] == "offline"
+    broadcasts.sent.clear()
+
+    now[0] = T0 + 20
+    assert presence.connected(actor_of(alice), "a2") is True
+    assert emitted(broadcasts, "user_online") == [
+        ("all_users", "a2", {"userId": str(alice.id), "userInfo": info(alice, "busy", T0 + 20)})
+    ]
+    assert stored(db, alice.id) == ("busy", at(T0 + 20))
+    assert presence.store.chosen_status(alice.id) == "busy"
+
+
+def test_a_chosen_status_is_forgotten_after_status_restore_s(db, make_presence, broadcasts, make_user, now):
+    presence = make_presence(status_restore_s=1)
+    alice = make_user("alice")
+    presence.connected(actor_of(alice), "a1")
+    presence.update_status(actor_of(alice), "busy")
+    presence.disconnected(actor_of(alice))
+    assert presence.store.chosen_status(alice.id) == "busy"  # remembered for now
+    deadline = time.monotonic() + 3
+    while presence.store.chosen_status(alice.id) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert presence.store.chosen_status(alice.id) is None
+    broadcasts.sent.clear()
+
+    presence.connected(actor_of(alice), "a2")
+    [(_, _, online)] = emitted(broadcasts, "user_online")
+    assert online["userInfo"]["status"] == "online"
+    assert stored(db, alice.id)[0] == "online"
+
+
+def test_with_no_restore_time_a_reconnect_starts_online(db, make_presence, broadcasts, make_user):
+    presence = make_presence(status_restore_s=0)
+    alice = make_user("alice")
+    presence.connected(actor_of(alice), "a1")
+    presence.update_status(actor_of(alice), "offline")
+    presence.disconnected(actor_of(alice))
+    broadcasts.sent.clear()
+    presence.connected(actor_of(alice), "a2")
+    assert [data["userInfo"]["status"] for _, _, data in emitted(broadcasts, "user_online")] == ["online"]
+    assert stored(db, alice.id)[0] == "online"
+
+
+# -- away after inactivity -------------------------------------------------------------------
+
+
+def test_an_idle_user_is_shown_away_once_and_back_on_activity(db, presence, broadcasts, make_user, now):
+    alice = make_user("alice")
+    presence.connected(actor_of(alice), "a1")
+    broadcasts.sent.clear()
+
+    now[0] = T0 + 59
+    assert presence.sweep_away() == []  # not idle long enough yet
+    now[0] = T0 + 61
+    assert presence.sweep_away() == [alice.id]
+    assert emitted(broadcasts, "user_updated") == [
+        ("all_users", None, {"userId": str(alice.id), "status": "away", "lastSeen": iso(T0)})
+    ]
+    assert stored(db, alice.id) == ("away", at(T0))
+    assert presence.store.is_away(alice.id)
+
+    now[0] = T0 + 90
+    assert presence.sweep_away() == []  # already away: said once
+    assert sequence(broadcasts) == ["user_updated"]
+
+    now[0] = T0 + 95
+    presence.touch(actor_of(alice))
+    assert sequence(broadcasts) == ["user_updated", "user_updated"]
+    assert emitted(broadcasts, "user_updated")[1] == (
+        "all_users", None, {"userId": str(alice.id), "status": "online", "lastSeen": iso(T0 + 95)}
+    )
+    assert stored(db, alice.id) == ("online", at(T0 + 95))
+    assert not presence.store.is_away(alice.id)
+    now[0] = T0 + 96
+    presence.touch(actor_of(alice))
+    assert presence.sweep_away() == []
+    assert len(broadcasts.sent) == 4  # two user_updated, on "/" and "/presence" each
+
+
+def test_users_who_chose_a_status_are_never_marked_away(db, presence, broadcasts, make_user, now):
+    busy, invisible = make_user("busy"), make_user("invisible")
+    for user, status in ((busy, "busy"), (invisible, "offline")):
+        presence.connected(actor_of(user), f"s{user.id}")
+        presence.update_status(actor_of(user), status)
+    broadcasts.sent.clear()
+    for minutes in (2, 5, 30):
+        now[0] = T0 + 60 * minutes
+        assert presence.sweep_away() == []
+    assert broadcasts.sent == []
+    assert stored(db, busy.id)[0] == "busy"
+    assert stored(db, invisible.id)[0] == "offline"
+
+    presence.update_status(actor_of(busy), "online")  # online again: watched again
+    now[0] += 61
+    assert presence.sweep_away() == [busy.id]
+    assert stored(db, busy.id)[0] == "away"
+
+
+def test_sweeps_with_a_limit_reach_every_idle_user(db, presence, make_user, now):
+    users = [make_user(f"user{i}") for i in range(3)]
+    for offset, user in enumerate(users):
+        now[0] = T0 + offset
+        presence.connected(actor_of(user), f"s{user.id}")
+    now[0] = T0 + 120
+    marked = []
+    for _ in range(3):
+        marked += presence.sweep_away(limit=1)
+    assert sorted(marked) == sorted(user.id for user in users)
+    assert {stored(db, user.id)[0] for user in users} == {"away"}
+
+
+def test_a_new_socket_of_an_away_user_brings_them_back(db, presence, broadcasts, make_user, now):
+    alice = make_user("alice")
+    presence.connected(actor_of(alice), "a1")
+    now[0] = T0 + 61
+    assert presence.sweep_away() == [alice.id]
+    broadcasts.sent.clear()
+
+    now[0] = T0 + 100
+    presence.connected(actor_of(alice), "a2")  # opens a new tab...
+    presence.touch(actor_of(alice))  # ...and uses it
+    assert stored(db, alice.id)[0] == "online"
+    assert [data["status"] for _, _, data in emitted(broadcasts, "user_updated")] == ["online"]
+    assert not presence.store.is_away(alice.id)
+
+
+def test_touches_within_touch_every_s_write_the_store_once(db, presence, make_user, now):
+    alice = make_user("alice")
+    presence.connected(actor_of(alice), "a1")
+    writes: list[tuple[int, float]] = []
+    touch = presence.store.touch
+    presence.store.touch = lambda user_id, when: (writes.append((user_id, when)), touch(user_id, when))[1]
+    assert presence.touch_every_s == 15  # away_after_s / 4
+
+    for step in range(10):  # all within 15 s of the connection's write
+        now[0] = T0 + step
+        presence.touch(actor_of(alice))
+    assert writes == []
+
+    now[0] = T0 + 20
+    for step in range(20):  # a burst: the first one writes
+        presence.touch(actor_of(alice))
+        now[0] += 0.5
+    assert writes == [(alice.id, T0 + 20)]
+    assert presence.store.last_activity(alice.id) == T0 + 20
+
+    now[0] = T0 + 36  # 16 s after the last write
+    presence.touch(actor_of(alice))
+    assert writes == [(alice.id, T0 + 20), (alice.id, T0 + 36)]
+
+
+# -- background upkeep --------------------------------------------------------------------
+
+
+def test_flush_last_seen_writes_pending_activity_once(db, presence, broadcasts, make_user, now):
+    alice, bob = make_user("alice"), make_user("bob")
+    presence.connected(actor_of(alice), "a1")
+    presence.connected(actor_of(bob), "b1")
+    assert presence.flush_last_seen() == 0  # connecting wrote last seen already
+
+    now[0] = T0 + 5
+    presence.touch(actor_of(alice))
+    now[0] = T0 + 6
+    presence.touch(actor_of(bob))
+    now[0] = T0 + 7
+    presence.touch(actor_of(alice))
+    assert stored(db, alice.id) == ("online", at(T0))  # not written on each touch
+    broadcasts.sent.clear()
+
+    assert presence.flush_last_seen() == 2  # one row per user
+    assert stored(db, alice.id) == ("online", at(T0 + 7))
+    assert stored(db, bob.id) == ("online", at(T0 + 6))
+    assert presence.flush_last_seen() == 0
+    assert broadcasts.sent == []
+
+
+def test_flush_last_seen_skips_users_who_left(db, presence, make_user, now):
+    alice = make_user("alice")
+    presence.connected(actor_of(alice), "a1")
+    now[0] = T0 + 5
+    presence.touch(actor_of(alice))
+    now[0] = T0 + 9
+    presence.disconnected(actor_of(alice))
+    assert presence.flush_last_seen() == 0
+    assert stored(db, alice.id) == ("offline", at(T0 + 5))
+
+
+def test_reconcile_takes_users_without_sockets_offline(db, presence, broadcasts, make_user):
+    alice, bob, carol, dave = (make_user(name) for name in ("alice", "bob", "carol", "dave"))
+    presence.connected(actor_of(alice), "a1")
+    # Shown present by the database, though no socket of theirs is connected anywhere
+    # (say their instance died while no other one was running).
+    for user, status in ((bob, "online"), (carol, "busy")):
+        db.session.get(User, user.id).status = status
+    db.session.commit()
+    broadcasts.sent.clear()
+
+    assert presence.reconcile() == 2
+    assert stored(db, alice.id)[0] == "online"
+    assert stored(db, bob.id)[0] == "offline"
+    assert stored(db, carol.id)[0] == "offline"
+    assert stored(db, dave.id)[0] == "offline"
+    assert presence.reconcile() == 0
+    assert broadcasts.sent == []  # they were in nobody's online list
+
+
+def test_reaped_users_go_offline_announced_only_when_visible(db, presence, broadcasts, make_user, now):
+    alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
+    presence.connected(actor_of(alice), "a1")
+    presence.connected(actor_of(bob), "b1")
+    presence.connected(actor_of(carol), "c1")
+    now[0] = T0 + 1
+    presence.update_status(actor_of(bob), "offline")  # invisible
+    now[0] = T0 + 20
+    presence.touch(actor_of(alice))  # written to the store: 20 s after the last write
+    broadcasts.sent.clear()
+
+    now[0] = T0 + 40
+    presence.went_offline([alice.id, bob.id])  # their instance died: no last_seen of its own
+
+    assert emitted(broadcasts, "user_offline") == [
+        ("all_users", None, {"userId": str(alice.id), "lastSeen": iso(T0 + 20)})  # last activity in the store
+    ]
+    assert sequence(broadcasts) == ["user_offline"]
+    assert stored(db, alice.id) == ("offline", at(T0 + 20))
+    assert stored(db, bob.id) == ("offline", at(T0 + 1))
+    assert stored(db, carol.id)[0] == "online"
+    assert presence.store.last_activity(alice.id) is None
+    assert presence.store.chosen_status(bob.id) == "offline"  # still invisible if bob comes back soon
+
+
+# -- several instances on Redis ----------------------------------------------------------------
+
+
+def test_users_of_an_instance_that_recovers_from_a_stall_are_online_again(app_factory, make_user):
+    """Instance a stalls past its heartbeat TTL, b reaps it and announces alice offline; a recovers
+    with alice's socket still open: alice must be shown online again."""
+    services.require("redis")
+    channel = f"nexus-test-{uuid4().hex}"
+    apps = {name: app_factory(redis_url=services.REDIS_URL, queue_channel=channel, instance_id=name) for name in "ab"}
+    recorders = {}
+    keepers = {}
+    for name, instance in apps.items():
+        recorders[name] = BroadcastRecorder()
+        instance.extensions["nexus.broadcaster"].transport = recorders[name]
+        keepers[name] = Keeper.for_app(instance, sleep=lambda seconds: None)
+    client = connect(services.REDIS_URL)
+    try:
+        alice, bob = make_user("alice"), make_user("bob")
+        for name in "ab":
+            keepers[name].run_once(force=True)
+        with apps["a"].app_context():
+            assert apps["a"].extensions["nexus.presence"].connected(actor_of(alice), "a1") is True
+        with apps["b"].app_context():
+            assert apps["b"].extensions["nexus.presence"].connected(actor_of(bob), "b1") is True
+
+        client.delete(f"{channel}:state:inst:a")  # a stalled for longer than INSTANCE_TTL_S
+        keepers["b"].run_once(force=True)
+        assert [e["data"]["userId"] for e in recorders["b"].events("user_offline")] == [str(alice.id)]
+        with apps["b"].app_context():
+            assert str(alice.id) not in [u["userId"] for u in apps["b"].extensions["nexus.presence"].online_users()]
+
+        keepers["a"].run_once(force=True)  # a is back; alice never closed her socket
+        keepers["b"].run_once(force=True)
+        with apps["b"].app_context():
+            presence_b = apps["b"].extensions["nexus.presence"]
+            assert presence_b.is_online(alice.id)  # the tally has her again
+            listed = [u["userId"] for u in presence_b.online_users()]
+            status = nexus_db.session.get(User, alice.id).status
+        assert str(alice.id) in listed, "alice is connected but left out of the online list"
+        assert status == "online"
+        announced = [e["data"]["userId"] for name in "ab" for e in recorders[name].events("user_online")]
+        assert announced.count(str(alice.id)) == 2  # on connecting, and again once her instance is back
+    finally:
+        for name in "ab":
+            apps[name].extensions["nexus.stores"].tally.close()
+        keys = list(client.scan_iter(match=f"{channel}*", count=500))
+        if keys:
+            client.delete(*keys)
+        client.close()
