@@ -111,6 +111,7 @@ def register_socketio(app: Flask, settings: Config) -> None:
     from nexus.realtime.namespaces.chat import ChatContext, ChatNamespace
     from nexus.realtime.namespaces.default import DefaultNamespace
     from nexus.realtime.namespaces.presence import PresenceNamespace
+    from nexus.services.metrics import Metrics
     from nexus.services.presence import Presence
     from nexus.services.rooms import LiveMembership
     from nexus.services.typing import TypingTracker
@@ -143,6 +144,7 @@ def register_socketio(app: Flask, settings: Config) -> None:
     app.extensions["nexus.stores"] = stores
     presence = Presence(stores.tally, stores.presence, settings)
     app.extensions["nexus.presence"] = presence
+    app.extensions["nexus.metrics"] = Metrics()
     chat = ChatContext(
         live=LiveMembership(LiveRooms(stores.tally)),
         gate=manager.gate,

@@ -28,6 +28,7 @@ SYSTEM_MESSAGE = "system_message"
 ADMIN_MESSAGE = "admin_message"
 DEPARTMENT_MESSAGE = "department_message"
 SESSION_REVOKED = "session_revoked"
+STATS = "stats"
 
 # Which namespaces serve each server event: a client of any of them that is in the
 # target room receives it. The default namespace serves everything (the seeds' clients).
@@ -48,6 +49,7 @@ NAMESPACES_BY_EVENT: dict[str, tuple[str, ...]] = {
     ADMIN_MESSAGE: (DEFAULT, ADMIN),
     DEPARTMENT_MESSAGE: (DEFAULT, CHAT),
     SESSION_REVOKED: (DEFAULT, CHAT, PRESENCE, ADMIN),
+    STATS: (ADMIN,),
 }
 
 

@@ -59,8 +59,17 @@ class Keeper:
             _Task("heartbeat", HEARTBEAT_S, heartbeat),
             _Task("away", max(0.5, min(5.0, config.away_after_s / 4)), presence.sweep_away),
             _Task("last_seen", float(config.last_seen_write_s), presence.flush_last_seen),
-            _Task("reconcile", 30.0, presence.reconcile),
         ]
+        stores = app.extensions["nexus.stores"]
+        if stores.shared or not config.message_queue_url:
+            keeper.tasks.append(_Task("reconcile", 30.0, presence.reconcile))
+        else:
+            # Instances on a queue without Redis see only their own sockets: none may
+            # overrule the others' users in the database.
+            log.warning(
+                "MESSAGE_QUEUE_URL is set but no Redis (REDIS_URL): presence and live room members "
+                "are per instance; set REDIS_URL to share them"
+            )
         return keeper
 
     def run_once(self, force: bool = False) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -261,6 +262,7 @@ def _commit(actor: Actor, data: dict[str, Any], wire: dict[str, Any]) -> Sent:
         if existing is None:
             raise
         return existing
+    current_app.extensions["nexus.metrics"].messages.add()
     return Sent(wire, created=True)
 
 

@@ -160,6 +160,11 @@ def visible_rooms(actor: Actor) -> list[tuple[Room, RoomMembership | None]]:
     ]
 
 
+def count_rooms() -> int:
+    """Chat rooms (direct conversations not counted)."""
+    return db.session.scalar(select(func.count()).select_from(Room).where(Room.kind != "direct")) or 0
+
+
 def unread_counts(user_id: int) -> dict[str, int]:
     """Messages after the member's last read seq, per chat room (by name)."""
     return {name: count for name, kind, count in _unread_rows(user_id) if kind != "direct"}

@@ -10,7 +10,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from nexus.errors import NexusError
 from nexus.extensions import db
-from nexus.models import User
+from nexus.models import ROLES, User
 from nexus.realtime import broadcast, events
 from nexus.schemas import load
 from nexus.schemas.users import UserCreateSchema
@@ -148,5 +148,19 @@ def update_profile(user_id: int, changes: dict[str, Any]) -> User:
         broadcast.emit_after_commit(
             db.session, events.USER_UPDATE, {"userId": str(user.id), "data": data}, room=events.ALL_USERS_ROOM
         )
+    db.session.commit()
+    return user
+
+
+def set_role(actor: Actor, user_id: int, role: str) -> User:
+    """An admin changes a user's role ("banned" bans them); never their own role."""
+    if not actor.is_admin:
+        raise NexusError("FORBIDDEN", "Administrators only.")
+    if role not in ROLES:
+        raise NexusError("VALIDATION_ERROR", f"role: must be one of {', '.join(ROLES)}.")
+    if user_id == actor.user_id:
+        raise NexusError("CONFLICT", "Administrators cannot change their own role.")
+    user = get_user(user_id)
+    user.role = role
     db.session.commit()
     return user

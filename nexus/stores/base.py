@@ -61,3 +61,16 @@ class PresenceStore(Protocol):
 
     def is_away(self, user_id: int) -> bool:
         """True while the user is marked away after inactivity."""
+
+
+class StatsBoard(Protocol):
+    """The latest stats of every live instance."""
+
+    def publish(self, instance_id: str, stats: dict) -> None:
+        """Post this instance's stats (they count as live for STATS_TTL_S)."""
+
+    def all(self) -> list[dict]:
+        """The stats of every instance that posted within STATS_TTL_S."""
+
+
+STATS_TTL_S = 15

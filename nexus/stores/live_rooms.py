@@ -54,3 +54,8 @@ class LiveRooms:
     def has_socket(self, room: str, sid: str) -> bool:
         """True if that socket of this process is in the room."""
         return room in self._by_sid.get(sid, ())
+
+    def local_room_count(self) -> int:
+        """Rooms with at least one socket of this process in them."""
+        with self._lock:
+            return len({room for rooms in self._by_sid.values() for room in rooms})

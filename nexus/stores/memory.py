@@ -4,6 +4,8 @@ from __future__ import annotations
 import time
 from threading import Lock
 
+from nexus.stores.base import STATS_TTL_S
+
 
 class MemoryTally:
     """Tally of one process: there are no other instances to count or to reap."""
@@ -106,3 +108,17 @@ class MemoryPresenceStore:
 
     def is_away(self, user_id: int) -> bool:
         return user_id in self._away
+
+
+class MemoryStatsBoard:
+    """One process: its own stats only."""
+
+    def __init__(self) -> None:
+        self._posted: dict[str, tuple[float, dict]] = {}
+
+    def publish(self, instance_id: str, stats: dict) -> None:
+        self._posted[instance_id] = (time.monotonic(), stats)
+
+    def all(self) -> list[dict]:
+        cutoff = time.monotonic() - STATS_TTL_S
+        return [stats for at, stats in self._posted.values() if at >= cutoff]

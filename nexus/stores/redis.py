@@ -8,10 +8,13 @@ INSTANCE_TTL_S; live instances then reap its entries and announce who went away 
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from threading import Lock
 from typing import Any
+
+from nexus.stores.base import STATS_TTL_S
 
 log = logging.getLogger("nexus.stores")
 
@@ -235,3 +238,31 @@ class RedisPresenceStore:
 
     def is_away(self, user_id: int) -> bool:
         return bool(self.client.sismember(self._away, str(user_id)))
+
+
+class RedisStatsBoard:
+    """Stats of every instance in one hash, each entry stamped; stale ones are skipped and pruned."""
+
+    def __init__(self, client: Any, prefix: str):
+        self.client = client
+        self.key = f"{prefix}:stats"
+
+    def publish(self, instance_id: str, stats: dict) -> None:
+        self.client.hset(self.key, instance_id, json.dumps({"at": time.time(), "stats": stats}))
+
+    def all(self) -> list[dict]:
+        cutoff = time.time() - STATS_TTL_S
+        fresh: list[dict] = []
+        stale: list[str] = []
+        for instance_id, raw in self.client.hgetall(self.key).items():
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                entry = {}
+            if entry.get("at", 0) >= cutoff and isinstance(entry.get("stats"), dict):
+                fresh.append(entry["stats"])
+            else:
+                stale.append(instance_id)
+        if stale:
+            self.client.hdel(self.key, *stale)
+        return fresh

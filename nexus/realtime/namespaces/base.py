@@ -5,7 +5,7 @@ import logging
 import time
 from typing import Any, Callable
 
-from flask import request
+from flask import current_app, request
 from flask_socketio import ConnectionRefusedError, Namespace
 
 from nexus.config import Config
@@ -182,6 +182,8 @@ class NexusNamespace(Namespace):
                 log.warning("presence activity not recorded (%s: %s); events go on", type(exc).__name__, exc)
 
     def _answer(self, event: str, sid: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+        if not payload["success"]:
+            current_app.extensions["nexus.metrics"].errors.add()
         if acks.ack_requested():
             return payload
         if not payload["success"]:
