@@ -3,16 +3,98 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
 from typing import Any
 
+import geventwebsocket.handler
 from gevent import pywsgi
+from geventwebsocket.exceptions import ProtocolError, WebSocketError
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from geventwebsocket.handler import WebSocketHandler
+from geventwebsocket.websocket import Header, WebSocket
 
 from nexus.logs import redact
 
 access_log = logging.getLogger("nexus.access")
 server_log = logging.getLogger("nexus.server")
+
+
+DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
+CLOSE_TOO_BIG = 1009
+
+
+class MessageTooBig(Exception):
+    """A WebSocket message longer than the configured maximum."""
+
+
+class LimitedWebSocket(WebSocket):
+    """gevent-websocket's WebSocket with a size limit checked on each frame header, before its payload
+    is read: a huge frame is refused without buffering it. Messages split over continuation frames
+    count as a whole. Compression is never negotiated here, so a compressed (RSV1) frame is a
+    protocol error and is never inflated."""
+
+    __slots__ = ("max_message_bytes", "_message_bytes")
+
+    def __init__(self, environ: Any, stream: Any, handler: Any):
+        super().__init__(environ, stream, handler)
+        config = getattr(handler.application, "config", {}).get("NEXUS")
+        self.max_message_bytes = config.max_payload_bytes if config is not None else DEFAULT_MAX_MESSAGE_BYTES
+        self._message_bytes = 0
+
+    def read_frame(self) -> Any:
+        header = Header.decode_header(self.stream)
+        if header.opcode in (self.OPCODE_TEXT, self.OPCODE_BINARY):
+            self._message_bytes = 0
+        if header.opcode in (self.OPCODE_TEXT, self.OPCODE_BINARY, self.OPCODE_CONTINUATION):
+            self._message_bytes += header.length
+            if self._message_bytes > self.max_message_bytes:
+                raise MessageTooBig(f"message of more than {self.max_message_bytes} bytes")
+        return self._read_payload(header)
+
+    def _read_payload(self, header: Any) -> Any:
+        # The rest of gevent-websocket's read_frame, for a header already decoded.
+        if header.flags:
+            raise ProtocolError("reserved bits set (compression is not enabled)")
+        if not header.length:
+            return header, b""
+        try:
+            payload = self.raw_read(header.length)
+        except OSError:
+            payload = b""
+        if len(payload) != header.length:
+            raise WebSocketError("Unexpected EOF reading frame payload")
+        if header.mask:
+            payload = header.unmask_payload(payload)
+        return header, payload
+
+    def close(self, code: int = 1000, message: bytes = b"") -> None:
+        """Send a close frame that carries its status code (gevent-websocket's leaves it out), once."""
+        if self.closed:
+            return
+        try:
+            reason = message.encode() if isinstance(message, str) else bytes(message)
+            self.send_frame(struct.pack("!H", code) + reason[:123], opcode=self.OPCODE_CLOSE)
+        except (WebSocketError, TypeError):
+            pass  # the peer is gone; closing anyway
+        finally:
+            self.closed = True
+            self.stream = None
+            self.raw_write = None
+            self.raw_read = None
+            self.environ = None
+
+    def receive(self) -> Any:
+        try:
+            return super().receive()
+        except MessageTooBig as exc:
+            server_log.warning("closed a WebSocket: %s", exc)
+            self.close(CLOSE_TOO_BIG, b"message too big")
+            return None
+
+
+# gevent-websocket's handler builds its WebSocket by this module-level name; Nexus's servers
+# (nexus serve, the gunicorn worker) use the limited one.
+geventwebsocket.handler.WebSocket = LimitedWebSocket
 
 
 class NexusHandler(WebSocketHandler):
