@@ -109,6 +109,7 @@ def register_extensions(app: Flask, settings: Config) -> None:
 def register_socketio(app: Flask, settings: Config) -> None:
     """The Socket.IO server, its message queue, the namespaces and the broadcast facade."""
     from nexus.realtime.namespaces.chat import ChatContext, ChatNamespace
+    from nexus.realtime.control import Control
     from nexus.realtime.namespaces.default import DefaultNamespace
     from nexus.realtime.namespaces.presence import PresenceNamespace
     from nexus.services.metrics import Metrics
@@ -145,6 +146,7 @@ def register_socketio(app: Flask, settings: Config) -> None:
     presence = Presence(stores.tally, stores.presence, settings)
     app.extensions["nexus.presence"] = presence
     app.extensions["nexus.metrics"] = Metrics()
+    app.extensions["nexus.control"] = Control(socketio.server, sessions)
     chat = ChatContext(
         live=LiveMembership(LiveRooms(stores.tally)),
         gate=manager.gate,

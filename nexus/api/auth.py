@@ -35,6 +35,8 @@ def logout():
     if data.get("refresh_token"):
         tokens.revoke_encoded(data["refresh_token"], user_id=user.id, expected_type="refresh")
     tokens.revoke(claims)
+    # The sockets opened with this token close too, on every instance.
+    current_app.extensions["nexus.control"].close_token_sockets(user.id, claims["jti"], "logged out")
     return jsonify({"success": True})
 
 

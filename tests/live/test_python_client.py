@@ -181,3 +181,26 @@ def test_malformed_packets_do_not_hurt_the_server(server, recorder):
     assert requests.get(server.url + "/health", timeout=5).status_code == 200
     log = server.log()
     assert "Traceback" not in log, log
+
+
+def test_logout_closes_the_sockets_of_that_token_only(server, recorder):
+    def login() -> str:
+        body = {"username": "alice", "password": "correct-horse-1"}
+        return requests.post(server.url + "/api/auth/login", json=body, timeout=5).json()["accessToken"]
+
+    logged_out, other = login(), login()
+    tabs = []
+    for token, transport in ((logged_out, "websocket"), (logged_out, "polling"), (other, "websocket")):
+        tab = recorder()
+        tab.connect(server.url, transports=[transport], auth={"token": token})
+        tab.wait_for("connected")
+        tabs.append(tab)
+    closed = threading.Event()
+    tabs[0].client.on("disconnect", lambda *_: closed.set())
+    headers = {"Authorization": f"Bearer {logged_out}"}
+    assert requests.post(server.url + "/api/auth/logout", headers=headers, timeout=5).json() == {"success": True}
+    for tab in tabs[:2]:
+        assert tab.wait_for("session_revoked") == {"reason": "logged out"}
+    assert closed.wait(5) and not tabs[0].client.connected
+    assert tabs[2].client.connected and tabs[2].client.call("ping", timeout=5)["success"]
+    assert not any(name == "session_revoked" for name, _ in tabs[2].events)

@@ -224,3 +224,31 @@ def test_disconnect_forgets_the_socket(app, socket_client, alice, token_for):
     test_client.disconnect()
     assert sessions.sids_of_user(alice.id) == set()
     assert len(sessions) == 0
+
+
+def test_an_expired_token_stops_events_until_authenticate(app, socket_client, alice, token_for):
+    import time
+
+    client = socket_client(token=token_for(alice))
+    for session in app.extensions["nexus.sessions"]:
+        session.token_expires_at = time.time() - 1  # the token ran out while connected
+    refused = client.emit("join_room", "general", callback=True)
+    assert refused["success"] is False and refused["error"]["code"] == "TOKEN_EXPIRED"
+    assert client.emit("ping", callback=True)["success"]  # keeping alive is allowed
+    renewed = client.emit("authenticate", token_for(alice), callback=True)
+    assert renewed["success"] and renewed["user"]["username"] == "alice"
+    assert client.emit("join_room", "general", callback=True)["success"]
+
+
+def test_identity_comes_from_the_token_never_from_the_payload(app, socket_client, alice, make_user, token_for):
+    admin = make_user("boss", role="admin")
+    client = socket_client(token=token_for(alice))
+    client.emit("join_room", "general", callback=True)
+    ack = client.emit(
+        "send_message",
+        {"roomId": "general", "content": "hi", "userId": admin.id, "from": str(admin.id), "role": "admin"},
+        callback=True,
+    )
+    assert ack["message"]["sender"]["id"] == str(alice.id) and ack["message"]["from"] == str(alice.id)
+    status = client.emit("update_status", {"status": "busy", "userId": admin.id}, callback=True)
+    assert status["userId"] == str(alice.id)

@@ -32,6 +32,8 @@ class NexusNamespace(Namespace):
 
     #: Guests may connect to this namespace (when the configuration allows guests at all).
     guests_allowed = True
+    #: Events a socket may still send once its token has expired (to renew it, or to stay alive).
+    allowed_after_expiry = frozenset({"ping", "authenticate"})
 
     def __init__(self, namespace: str, *, config: Config, sessions: SessionRegistry, presence: Presence):
         super().__init__(namespace)
@@ -161,6 +163,9 @@ class NexusNamespace(Namespace):
                 session = self.sessions.get(sid)
                 if session is None:
                     raise NexusError("UNAUTHORIZED", "This connection is closing.")
+                expires = session.token_expires_at
+                if expires is not None and time.time() >= expires and event not in self.allowed_after_expiry:
+                    raise NexusError("TOKEN_EXPIRED", "Your token has expired; send `authenticate` with a new one.")
                 self._touch(session)
                 result = handler(session, *args)
                 return self._answer(event, sid, acks.ok(**(result or {})))
