@@ -38,6 +38,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     register_extensions(app, settings)
     register_socketio(app, settings)
     register_blueprints(app)
+    register_rate_limits(app, settings)
     register_cli(app)
     return app
 
@@ -114,6 +115,7 @@ def register_socketio(app: Flask, settings: Config) -> None:
     from nexus.realtime.namespaces.presence import PresenceNamespace
     from nexus.services.metrics import Metrics
     from nexus.services.presence import Presence
+    from nexus.services.ratelimit import EventLimiter
     from nexus.services.rooms import LiveMembership
     from nexus.services.typing import TypingTracker
     from nexus.stores import build_stores
@@ -153,7 +155,9 @@ def register_socketio(app: Flask, settings: Config) -> None:
         typing=TypingTracker(settings.typing_timeout_s, socketio.start_background_task, socketio.sleep, app),
     )
     app.extensions["nexus.chat"] = chat
-    common = dict(config=settings, sessions=sessions, presence=presence)
+    limiter = EventLimiter(settings)
+    app.extensions["nexus.limiter"] = limiter
+    common = dict(config=settings, sessions=sessions, presence=presence, limiter=limiter)
     namespaces = [
         DefaultNamespace(DEFAULT, chat=chat, **common),
         ChatNamespace(CHAT, chat=chat, **common),
@@ -190,6 +194,28 @@ def register_blueprints(app: Flask) -> None:
 
     register_error_handlers(app)
     register_api(app)
+
+
+def register_rate_limits(app: Flask, settings: Config) -> None:
+    """HTTP limits (Flask-Limiter) in the same storage as the event limits; the real client address."""
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    from nexus.extensions import http_limiter
+
+    if settings.trusted_proxies:
+        # Outside Flask-SocketIO's middleware, so the Socket.IO handshake sees the client's address too.
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
+    uri = settings.shared_state_url or "memory://"
+    app.config.update(
+        RATELIMIT_STORAGE_URI=uri,
+        RATELIMIT_STORAGE_OPTIONS={"key_prefix": f"{settings.queue_channel}:http"} if uri.startswith("redis") else {},
+        RATELIMIT_STRATEGY="moving-window",
+        RATELIMIT_DEFAULT=settings.http_rate_limit,
+        RATELIMIT_HEADERS_ENABLED=True,
+    )
+    http_limiter.init_app(app)
+    http_limiter.exempt(app.blueprints["health"])
 
 
 def register_cli(app: Flask) -> None:

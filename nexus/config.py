@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import quote, urlsplit
 
 ENVIRONMENTS = ("development", "production", "testing")
 MIN_SECRET_BYTES = 32
+# A service key with fewer distinct characters than this is a placeholder ("xxxx...", "changeme...").
+MIN_KEY_DISTINCT_CHARACTERS = 10
 
 
 class ConfigError(ValueError):
@@ -35,6 +37,8 @@ class Config:
     redis_url: str | None = None
     queue_channel: str = "nexus"
     jwt_secret: str = ""
+    # Keys that other services send in X-API-Key to push notifications and broadcasts over REST.
+    service_api_keys: tuple[str, ...] = field(default=(), repr=False)
     access_token_ttl_s: int = 15 * 60
     refresh_token_ttl_s: int = 30 * 24 * 3600
     cors_origins: tuple[str, ...] = ()
@@ -51,6 +55,9 @@ class Config:
     history_max_limit: int = 100
     rate_limit_window_ms: int = 60_000
     rate_limit_max_requests: int = 100
+    http_rate_limit: str = "300 per minute"
+    login_rate_limit: str = "10 per minute"
+    trusted_proxies: int = 0
     ping_timeout_ms: int = 60_000
     ping_interval_ms: int = 25_000
     max_payload_bytes: int = 1_000_000
@@ -126,6 +133,7 @@ class Config:
             redis_url=redis_url,
             queue_channel=env.text("SOCKETIO_REDIS_PREFIX", default="nexus"),
             jwt_secret=jwt_secret,
+            service_api_keys=_service_api_keys(env, production),
             access_token_ttl_s=env.integer("JWT_ACCESS_TOKEN_EXPIRES_S", default=900, minimum=10, maximum=7 * 86400),
             refresh_token_ttl_s=env.integer(
                 "JWT_REFRESH_TOKEN_EXPIRES_S", default=30 * 86400, minimum=60, maximum=365 * 86400
@@ -143,11 +151,14 @@ class Config:
             last_seen_write_s=env.integer("NEXUS_LAST_SEEN_WRITE_S", default=60, minimum=1, maximum=3600),
             history_max_limit=env.integer("NEXUS_HISTORY_MAX_LIMIT", default=100, minimum=1, maximum=1000),
             rate_limit_window_ms=env.integer(
-                "SOCKETIO_RATE_LIMIT_WINDOW_MS", default=60_000, minimum=100, maximum=86_400_000
+                "SOCKETIO_RATE_LIMIT_WINDOW_MS", default=60_000, minimum=1000, maximum=86_400_000
             ),
             rate_limit_max_requests=env.integer(
                 "SOCKETIO_RATE_LIMIT_MAX_REQUESTS", default=100, minimum=1, maximum=1_000_000
             ),
+            http_rate_limit=_rate_limit(env, "NEXUS_HTTP_RATE_LIMIT", "300 per minute"),
+            login_rate_limit=_rate_limit(env, "NEXUS_LOGIN_RATE_LIMIT", "10 per minute"),
+            trusted_proxies=env.integer("NEXUS_TRUSTED_PROXIES", default=0, minimum=0, maximum=5),
             ping_timeout_ms=ping_timeout,
             ping_interval_ms=ping_interval,
             max_payload_bytes=env.integer("SOCKETIO_MAX_PAYLOAD", default=1_000_000, minimum=1024, maximum=100_000_000),
@@ -281,6 +292,37 @@ def _origins(env: _Reader, production: bool) -> tuple[str, ...]:
             return ()  # same-origin only
         return ("http://localhost:3000", "http://localhost:8080", "http://127.0.0.1:3000", "http://127.0.0.1:8080")
     return tuple(origins)
+
+
+def _service_api_keys(env: _Reader, production: bool) -> tuple[str, ...]:
+    # A key is named by its position, never quoted: the message ends up in logs.
+    name = "NEXUS_SERVICE_API_KEYS"
+    keys: list[str] = []
+    for position, item in enumerate((env.raw(name) or "").split(","), start=1):
+        key = item.strip()
+        if not key:
+            continue
+        if len(key) < MIN_SECRET_BYTES:
+            raise ConfigError(name, f"key #{position} is shorter than {MIN_SECRET_BYTES} characters")
+        if not all("!" <= ch <= "~" for ch in key):
+            raise ConfigError(name, f"key #{position} must be printable ASCII without spaces")
+        if production and ("*" in key or len(set(key)) < MIN_KEY_DISTINCT_CHARACTERS):
+            raise ConfigError(name, f"key #{position} looks like a placeholder; generate a random key")
+        if key not in keys:
+            keys.append(key)
+    return tuple(keys)
+
+
+def _rate_limit(env: _Reader, name: str, default: str) -> str:
+    """A rate limit in the `limits` notation ("300 per minute", "10/second"), checked now."""
+    value = env.text(name, default=default)
+    from limits import parse_many
+
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ConfigError(name, f"must read like '300 per minute' or '10/second', got {value!r}") from None
+    return value
 
 
 def _protocol_debug(value: str | None) -> bool:

@@ -5,6 +5,7 @@ from flask import Blueprint, current_app, jsonify, request
 from flask_jwt_extended import get_jwt
 
 from nexus.api import current_user, json_body
+from nexus.extensions import http_limiter
 from nexus.schemas import load
 from nexus.schemas.users import LoginSchema, LogoutSchema
 from nexus.services import tokens, users
@@ -13,6 +14,7 @@ bp = Blueprint("auth", __name__, url_prefix="/auth")
 
 
 @bp.post("/login")
+@http_limiter.limit(lambda: current_app.config["NEXUS"].login_rate_limit)
 def login():
     data = load(LoginSchema(), json_body())
     user = users.verify_credentials(data["username"], data["password"])

@@ -15,11 +15,24 @@ from nexus.realtime import acks, broadcast, events
 from nexus.realtime.sessions import SessionRegistry, SocketSession
 from nexus.services import tokens
 from nexus.services.presence import Presence
+from nexus.services.ratelimit import EventLimiter, rate_key
 
 log = logging.getLogger("nexus.realtime")
 _touch_failure_logged = [0.0]
 
 Handler = Callable[..., Any]
+
+DEFAULT_COST = 1
+
+
+def rate_cost(units: int) -> Callable[[Handler], Handler]:
+    """Declare what an event handler costs against the sender's rate limit (default 1 unit)."""
+
+    def mark(handler: Handler) -> Handler:
+        handler.rate_cost = units  # type: ignore[attr-defined]
+        return handler
+
+    return mark
 
 
 class NexusNamespace(Namespace):
@@ -35,11 +48,14 @@ class NexusNamespace(Namespace):
     #: Events a socket may still send once its token has expired (to renew it, or to stay alive).
     allowed_after_expiry = frozenset({"ping", "authenticate"})
 
-    def __init__(self, namespace: str, *, config: Config, sessions: SessionRegistry, presence: Presence):
+    def __init__(
+        self, namespace: str, *, config: Config, sessions: SessionRegistry, presence: Presence, limiter: EventLimiter
+    ):
         super().__init__(namespace)
         self.config = config
         self.sessions = sessions
         self.presence = presence
+        self.limiter = limiter
 
     # -- connection ---------------------------------------------------------------
 
@@ -78,6 +94,7 @@ class NexusNamespace(Namespace):
             except Exception as exc:
                 acks.internal_error(exc, event="disconnect", sid=session.sid)
             self.sessions.remove(request.sid)
+            self.limiter.forget_socket(request.sid)
             log.info(
                 "disconnected ns=%s sid=%s user=%s reason=%s",
                 self.namespace,
@@ -163,6 +180,7 @@ class NexusNamespace(Namespace):
                 session = self.sessions.get(sid)
                 if session is None:
                     raise NexusError("UNAUTHORIZED", "This connection is closing.")
+                self._limit(session, event, getattr(handler, "rate_cost", DEFAULT_COST))
                 expires = session.token_expires_at
                 if expires is not None and time.time() >= expires and event not in self.allowed_after_expiry:
                     raise NexusError("TOKEN_EXPIRED", "Your token has expired; send `authenticate` with a new one.")
@@ -175,6 +193,22 @@ class NexusNamespace(Namespace):
                 return self._answer(event, sid, acks.failure(acks.internal_error(exc, event=event, sid=sid)))
 
         return run
+
+    def _limit(self, session: SocketSession, event: str, cost: int) -> None:
+        verdict = self.limiter.check(rate_key(session.user_id, session.remote_addr), session.sid, cost)
+        if verdict.allowed:
+            return
+        name = str(event)[:64]
+        log.info("rate limited ns=%s sid=%s user=%s event=%s", self.namespace, session.sid,
+                 session.user_id or "guest", name)
+        if verdict.notify:
+            broadcast.reply(events.RATE_LIMIT_EXCEEDED, {"event": name, "retryAfterMs": verdict.retry_after_ms},
+                            sid=session.sid, namespace=self.namespace)
+        if verdict.cut_off:
+            log.warning("disconnecting sid=%s: kept sending while rate limited", session.sid)
+            self.socketio.start_background_task(self.socketio.server.disconnect, session.sid, self.namespace)
+        raise NexusError("RATE_LIMITED", f"Too many events; retry in {verdict.retry_after_ms} ms.",
+                         details={"retryAfterMs": verdict.retry_after_ms})
 
     def _touch(self, session: SocketSession) -> None:
         # Activity bookkeeping must never cost the event itself (a Redis outage, say).

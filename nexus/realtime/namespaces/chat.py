@@ -7,7 +7,7 @@ from typing import Any
 from nexus.errors import NexusError
 from nexus.realtime import broadcast, events
 from nexus.realtime.gate import RoomGate
-from nexus.realtime.namespaces.base import NexusNamespace
+from nexus.realtime.namespaces.base import NexusNamespace, rate_cost
 from nexus.realtime.sessions import SocketSession
 from nexus.schemas import load
 from nexus.schemas.chat import (
@@ -55,6 +55,7 @@ class ChatEvents:
 
     # -- rooms ----------------------------------------------------------------------
 
+    @rate_cost(2)
     def on_join_room(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
         data = load(RoomRefSchema(), payload)
         return self._join(session, data["room"], data.get("since"))
@@ -72,6 +73,7 @@ class ChatEvents:
 
     # -- messages -------------------------------------------------------------------
 
+    @rate_cost(3)
     def on_send_message(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
         data = load(MessageCreateSchema(max_length=self.config.max_message_length), payload)
         actor = session.actor()
@@ -82,14 +84,17 @@ class ChatEvents:
             sent = messages.send_direct(actor, data["to"], data, sender_sid=session.sid)
         return {"message": sent.message, "messageId": sent.message["id"], "duplicate": not sent.created}
 
+    @rate_cost(2)
     def on_edit_message(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
         data = load(MessageEditSchema(max_length=self.config.max_message_length), payload)
         return {"message": messages.edit(session.actor(), data["message_id"], data["content"])}
 
+    @rate_cost(2)
     def on_delete_message(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
         data = load(MessageRefSchema(), payload)
         return {"message": messages.delete(session.actor(), data["message_id"])}
 
+    @rate_cost(2)
     def on_get_history(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
         query = load(HistorySchema(), payload)
         return messages.history_page(session.actor(), query, max_limit=self.config.history_max_limit)

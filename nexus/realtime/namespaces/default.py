@@ -6,7 +6,7 @@ from typing import Any
 
 from nexus.models import isoformat, utcnow
 from nexus.realtime import broadcast, events
-from nexus.realtime.namespaces.base import NexusNamespace
+from nexus.realtime.namespaces.base import NexusNamespace, rate_cost
 from nexus.realtime.namespaces.chat import ChatEvents
 from nexus.realtime.namespaces.presence import PresenceEvents
 from nexus.realtime.sessions import SocketSession
@@ -51,6 +51,7 @@ class DefaultNamespace(ChatEvents, PresenceEvents, NexusNamespace):
         broadcast.reply(events.PONG, pong, sid=session.sid, namespace=self.namespace)
         return pong
 
+    @rate_cost(2)
     def on_authenticate(self, session: SocketSession, token: Any = None, *_: Any) -> dict[str, Any]:
         """Seed A: authenticate(token, cb) upgrades a guest socket (or refreshes a user's token)."""
         if isinstance(token, dict):  # {token: "..."} is accepted too

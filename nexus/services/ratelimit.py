@@ -1,0 +1,77 @@
+"""Rate limits of Socket.IO events, per user (per client address for guests), never per socket:
+reconnecting or opening more sockets neither resets nor multiplies the allowance. The counters
+live in the `limits` library's storage: memory for one process, Redis shared by every instance."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from threading import Lock
+
+from limits import RateLimitItemPerSecond
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+
+from nexus.config import Config
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one check: allowed, or refused with when to retry."""
+
+    allowed: bool
+    retry_after_ms: int = 0
+    notify: bool = False  # the first refusal of this key in this window: tell the client once
+    cut_off: bool = False  # this socket kept going long after being refused: disconnect it
+
+
+class EventLimiter:
+    """SOCKETIO_RATE_LIMIT_MAX_REQUESTS cost units per SOCKETIO_RATE_LIMIT_WINDOW_MS, per key."""
+
+    def __init__(self, config: Config):
+        uri = config.shared_state_url or "memory://"
+        options = {"key_prefix": f"{config.queue_channel}:ratelimit"} if uri.startswith("redis") else {}
+        self.storage = storage_from_string(uri, **options)
+        self.strategy = MovingWindowRateLimiter(self.storage)
+        self.window_s = max(1, math.ceil(config.rate_limit_window_ms / 1000))
+        self.item = RateLimitItemPerSecond(config.rate_limit_max_requests, self.window_s)
+        # A socket refused this many times within a window is disconnected.
+        self.cut_off_after = max(10, config.rate_limit_max_requests)
+        self._lock = Lock()
+        self._notified: dict[str, float] = {}
+        self._refused: dict[str, tuple[float, int]] = {}
+
+    def check(self, key: str, sid: str, cost: int) -> Verdict:
+        """Spend `cost` units of the key's allowance, or refuse."""
+        if cost <= 0 or self.strategy.hit(self.item, key, cost=cost):
+            return Verdict(True)
+        stats = self.strategy.get_window_stats(self.item, key)
+        now = time.time()
+        retry_ms = max(1, int((stats.reset_time - now) * 1000))
+        with self._lock:
+            notify = self._notified.get(key, 0.0) <= now
+            if notify:
+                self._notified[key] = now + self.window_s
+            started, count = self._refused.get(sid, (now, 0))
+            if now - started > self.window_s:
+                started, count = now, 0
+            self._refused[sid] = (started, count + 1)
+            self._prune(now)
+        return Verdict(False, retry_ms, notify=notify, cut_off=count + 1 > self.cut_off_after)
+
+    def forget_socket(self, sid: str) -> None:
+        with self._lock:
+            self._refused.pop(sid, None)
+
+    def _prune(self, now: float) -> None:
+        if len(self._notified) > 10_000:
+            self._notified = {key: until for key, until in self._notified.items() if until > now}
+        if len(self._refused) > 10_000:
+            self._refused = {
+                sid: entry for sid, entry in self._refused.items() if now - entry[0] <= self.window_s
+            }
+
+
+def rate_key(user_id: int | None, remote_addr: str | None) -> str:
+    """Users by id; guests by client address."""
+    return f"u:{user_id}" if user_id is not None else f"ip:{remote_addr or 'unknown'}"
