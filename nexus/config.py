@@ -58,6 +58,8 @@ class Config:
     http_rate_limit: str = "300 per minute"
     login_rate_limit: str = "10 per minute"
     trusted_proxies: int = 0
+    max_sockets_per_user: int = 20
+    max_rooms_per_socket: int = 100
     ping_timeout_ms: int = 60_000
     ping_interval_ms: int = 25_000
     max_payload_bytes: int = 1_000_000
@@ -159,6 +161,8 @@ class Config:
             http_rate_limit=_rate_limit(env, "NEXUS_HTTP_RATE_LIMIT", "300 per minute"),
             login_rate_limit=_rate_limit(env, "NEXUS_LOGIN_RATE_LIMIT", "10 per minute"),
             trusted_proxies=env.integer("NEXUS_TRUSTED_PROXIES", default=0, minimum=0, maximum=5),
+            max_sockets_per_user=env.integer("NEXUS_MAX_SOCKETS_PER_USER", default=20, minimum=1, maximum=1000),
+            max_rooms_per_socket=env.integer("NEXUS_MAX_ROOMS_PER_SOCKET", default=100, minimum=1, maximum=10_000),
             ping_timeout_ms=ping_timeout,
             ping_interval_ms=ping_interval,
             max_payload_bytes=env.integer("SOCKETIO_MAX_PAYLOAD", default=1_000_000, minimum=1024, maximum=100_000_000),

@@ -140,3 +140,22 @@ def test_trusted_proxies_decide_which_address_is_limited(app_factory):
 
     assert [attempt("198.51.100.7") for _ in range(3)] == [401, 401, 429]
     assert attempt("203.0.113.9") == 401  # another client behind the same proxy has its own allowance
+
+
+def test_caps_on_sockets_per_user_and_rooms_per_socket(app_factory):
+    from nexus.extensions import socketio
+
+    app = app_factory(max_sockets_per_user=2, max_rooms_per_socket=2)
+    alice = token(app, "alice")
+    first, second = (socketio.test_client(app, auth={"token": alice}) for _ in range(2))
+    third = socketio.test_client(app, auth={"token": alice})
+    assert first.is_connected() and second.is_connected() and not third.is_connected()
+    assert first.emit("join_room", "one", callback=True)["success"]
+    assert first.emit("join_room", "two", callback=True)["success"]
+    assert first.emit("join_room", "one", callback=True)["success"]  # already in: not a new room
+    refused = first.emit("join_room", "three", callback=True)
+    assert refused["error"]["code"] == "LIMIT_REACHED"
+    first.emit("leave_room", "one", callback=True)
+    assert first.emit("join_room", "three", callback=True)["success"]
+    first.disconnect()
+    assert socketio.test_client(app, auth={"token": alice}).is_connected()  # a slot is free again

@@ -123,9 +123,15 @@ class NexusNamespace(Namespace):
                 raise NexusError("UNAUTHORIZED", "Authentication token required.")
         else:
             _apply_identity(session, tokens.resolve_token(token))
+            self._check_socket_cap(session.user_id)
         self.check_access(session)
         self.sessions.add(session)
         return session
+
+    def _check_socket_cap(self, user_id: int | None) -> None:
+        cap = self.config.max_sockets_per_user
+        if user_id is not None and len(self.sessions.sids_of_user(user_id)) >= cap:
+            raise NexusError("LIMIT_REACHED", f"At most {cap} connections per user on one server; close some.")
 
     def check_access(self, session: SocketSession) -> None:
         """Raise NexusError to refuse a connection (the admin namespace refuses non-admins)."""
@@ -136,6 +142,8 @@ class NexusNamespace(Namespace):
         current = self.sessions.get(sid)
         if current is None:
             raise NexusError("UNAUTHORIZED", "This connection is closing.")
+        if identity.user.id != current.user_id:
+            self._check_socket_cap(identity.user.id)
         self.before_identity_change(current)
         self.leave_managed_rooms(current)
         self.presence.disconnected(current.actor())

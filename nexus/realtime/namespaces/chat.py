@@ -145,6 +145,9 @@ class ChatEvents:
 
     def _join(self, session: SocketSession, name: str, since: int | None) -> dict[str, Any]:
         actor = session.actor()
+        joined = self.chat.live.rooms_of(session.sid)
+        if name not in joined and len(joined) >= self.config.max_rooms_per_socket:
+            raise NexusError("LIMIT_REACHED", f"At most {self.config.max_rooms_per_socket} rooms per connection.")
         room = rooms.join(
             actor, name, auto_create=self.config.auto_create_rooms, guests_can_chat=self.config.guests_can_chat
         )
