@@ -123,10 +123,13 @@ def register_socketio(app: Flask, settings: Config) -> None:
 
     protocol_logger: Any = logging.getLogger("socketio") if settings.protocol_debug else False
     engine_logger: Any = logging.getLogger("engineio") if settings.protocol_debug else False
+    origin_check = _origin_checker(settings)
+    # The WebSocket handler refuses a cross-site upgrade before it answers 101 (nexus.server).
+    app.extensions["nexus.origin_allowed"] = (lambda origin, environ: True) if origin_check == "*" else origin_check
     options: dict[str, Any] = dict(
         async_mode=settings.async_mode or "gevent",
         json=jsonenc,
-        cors_allowed_origins=_origin_checker(settings),
+        cors_allowed_origins=origin_check,
         cors_credentials=settings.cors_credentials,
         ping_interval=settings.ping_interval_ms / 1000,
         ping_timeout=settings.ping_timeout_ms / 1000,

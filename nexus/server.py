@@ -109,6 +109,18 @@ class NexusHandler(WebSocketHandler):
             pass
         super().handle()
 
+    def upgrade_websocket(self) -> Any:
+        # gevent-websocket answers 101 before the application sees the request, so engine.io's
+        # origin check would come after the upgrade: refuse a cross-site WebSocket here, with 403.
+        if self.environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+            allowed = getattr(self.application, "extensions", {}).get("nexus.origin_allowed")
+            origin = self.environ.get("HTTP_ORIGIN")
+            if allowed is not None and origin is not None and not allowed(origin, self.environ):
+                server_log.warning("refused a WebSocket from origin %r", origin[:200])
+                self.start_response("403 Forbidden", [("Content-Type", "text/plain"), ("Content-Length", "19")])
+                return [b"Origin not allowed\n"]
+        return super().upgrade_websocket()
+
     def handle_error(self, type_: Any, value: BaseException, tb: Any) -> None:
         # python-engineio lets a frame that is not an Engine.IO packet escape its WebSocket
         # loop as a ValueError; that is the client's fault: one line, no traceback.

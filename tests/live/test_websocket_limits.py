@@ -135,3 +135,16 @@ def test_a_message_under_the_limit_still_works(server):
         raise AssertionError("no pong")
     ws.close()
     assert os.path.exists(f"/proc/{server.process.pid}")
+
+
+def test_a_cross_site_websocket_is_refused_before_the_upgrade(server):
+    url = server.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(url, timeout=5, origin="https://evil.example")
+    assert refused.value.status_code == 403
+    allowed = websocket.create_connection(url, timeout=5, origin="http://localhost:3000")
+    assert allowed.recv().startswith("0{")
+    allowed.close()
+    same_site = websocket.create_connection(url, timeout=5, origin=server.url)
+    assert same_site.recv().startswith("0{")
+    same_site.close()
