@@ -252,3 +252,42 @@ def test_identity_comes_from_the_token_never_from_the_payload(app, socket_client
     assert ack["message"]["sender"]["id"] == str(alice.id) and ack["message"]["from"] == str(alice.id)
     status = client.emit("update_status", {"status": "busy", "userId": admin.id}, callback=True)
     assert status["userId"] == str(alice.id)
+
+
+def test_forged_tokens_are_refused_whatever_their_algorithm(app, alice):
+    """alg none, another HMAC, an RSA signature, another key: all INVALID_TOKEN; identity never from claims alone."""
+    import base64
+    import json
+    import time
+    import warnings
+
+    import jwt as pyjwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tests.conftest import TEST_SECRET
+
+    now = int(time.time())
+    claims = {"sub": str(alice.id), "type": "access", "jti": "forged", "iat": now, "nbf": now, "exp": now + 600,
+              "fresh": False, "userId": str(alice.id), "role": "admin"}
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    unsigned = b64(json.dumps({"alg": "none", "typ": "JWT"}).encode()) + "." + b64(json.dumps(claims).encode()) + "."
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PyJWT warns that the test key is short for HS512: it is forged anyway
+        hs512 = pyjwt.encode(claims, TEST_SECRET, algorithm="HS512")
+    forged = {
+        "none": unsigned,
+        "HS512 with the right key": hs512,
+        "RS256": pyjwt.encode(claims, private_key, algorithm="RS256"),
+        "HS256 with another key": pyjwt.encode(claims, "another-secret-" + "y" * 40, algorithm="HS256"),
+    }
+    for name, token in forged.items():
+        assert refusal(app, {"token": token})["data"]["code"] == "INVALID_TOKEN", name
+    # The right algorithm and key are accepted (the claims above are otherwise valid).
+    accepted = pyjwt.encode(claims, TEST_SECRET, algorithm="HS256")
+    test_client = socketio.test_client(app, auth={"token": accepted})
+    welcome = [p["args"][0] for p in test_client.get_received() if p["name"] == "connected"][0]
+    assert welcome["user"]["role"] == "user"  # the role claim is informative; the database decides
