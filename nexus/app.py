@@ -143,6 +143,10 @@ def register_socketio(app: Flask, settings: Config) -> None:
     options["client_manager"] = manager
     socketio.init_app(app, **options)
     protocol.install(socketio.server)
+    app.wsgi_app = protocol.PollingBodyLimit(  # type: ignore[method-assign]
+        app.wsgi_app, socketio.server, socketio.server_options.get("socketio_path", "socket.io"),
+        settings.max_payload_bytes,
+    )
 
     sessions = SessionRegistry()
     app.extensions["nexus.sessions"] = sessions

@@ -48,3 +48,41 @@ def _guard_malformed_packets(server: Any) -> None:
 
     server._handle_eio_message = guarded
     server.eio.on("message", guarded)  # engine.io holds the handler it was given at construction
+
+
+class PollingBodyLimit:
+    """WSGI middleware: a long-polling POST over the size limit gets 413 before its body is read.
+
+    engine.io refuses it too, but then closes the session waiting for a poll that never comes,
+    holding the request (and its connection) until the ping timeout. Here the session is
+    aborted instead, and the client told at once.
+    """
+
+    def __init__(self, app: Any, server: Any, path: str, max_bytes: int):
+        self.app = app
+        self.server = server
+        self.path = "/" + path.strip("/")
+        self.max_bytes = max_bytes
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("REQUEST_METHOD") == "POST" and environ.get("PATH_INFO", "").startswith(self.path):
+            try:
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = 0
+            if length > self.max_bytes:
+                self._abort_session(environ.get("QUERY_STRING", ""))
+                log.warning("refused a long-polling body of %d bytes (limit %d)", length, self.max_bytes)
+                body = b"Payload too large"
+                start_response("413 Payload Too Large", [("Content-Type", "text/plain"),
+                                                         ("Content-Length", str(len(body))), ("Connection", "close")])
+                return [body]
+        return self.app(environ, start_response)
+
+    def _abort_session(self, query: str) -> None:
+        from urllib.parse import parse_qs
+
+        sid = (parse_qs(query).get("sid") or [None])[0]
+        eio = self.server.eio
+        if sid and sid in eio.sockets:
+            eio.sockets[sid].close(wait=False, abort=True)
