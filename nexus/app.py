@@ -113,6 +113,7 @@ def register_socketio(app: Flask, settings: Config) -> None:
     from nexus.realtime.control import Control
     from nexus.realtime.namespaces.default import DefaultNamespace
     from nexus.realtime.namespaces.presence import PresenceNamespace
+    from nexus.realtime.stats import StatsReporter
     from nexus.services.metrics import Metrics
     from nexus.services.presence import Presence
     from nexus.services.ratelimit import EventLimiter
@@ -154,7 +155,9 @@ def register_socketio(app: Flask, settings: Config) -> None:
     app.extensions["nexus.stores"] = stores
     presence = Presence(stores.tally, stores.presence, settings)
     app.extensions["nexus.presence"] = presence
-    app.extensions["nexus.metrics"] = Metrics()
+    metrics = Metrics()
+    metrics.watch_connections(sessions, socketio.server)
+    app.extensions["nexus.metrics"] = metrics
     app.extensions["nexus.control"] = Control(socketio.server, sessions)
     chat = ChatContext(
         live=LiveMembership(LiveRooms(stores.tally)),
@@ -162,6 +165,10 @@ def register_socketio(app: Flask, settings: Config) -> None:
         typing=TypingTracker(settings.typing_timeout_s, socketio.start_background_task, socketio.sleep, app),
     )
     app.extensions["nexus.chat"] = chat
+    app.extensions["nexus.stats"] = StatsReporter(
+        instance_id=settings.instance_id, server=socketio.server, sessions=sessions, presence=presence,
+        live_rooms=chat.live.store, metrics=metrics, board=stores.stats,
+    )
     limiter = EventLimiter(settings)
     app.extensions["nexus.limiter"] = limiter
     common = dict(config=settings, sessions=sessions, presence=presence, limiter=limiter)
@@ -172,8 +179,14 @@ def register_socketio(app: Flask, settings: Config) -> None:
     ]
     for namespace in namespaces:
         socketio.on_namespace(namespace)
+    emitted = metrics.events_emitted
     broadcast.install(
-        app, broadcast.Broadcaster(broadcast.ServerTransport(socketio.server), [n.namespace for n in namespaces])
+        app,
+        broadcast.Broadcaster(
+            broadcast.ServerTransport(socketio.server),
+            [n.namespace for n in namespaces],
+            count=lambda event: emitted.labels(event).inc(),
+        ),
     )
 
 
@@ -199,8 +212,11 @@ def register_blueprints(app: Flask) -> None:
     from nexus.api import register_blueprints as register_api
     from nexus.api import register_error_handlers
 
+    from nexus.api import ops
+
     register_error_handlers(app)
     register_api(app)
+    app.register_blueprint(ops.bp)
 
 
 def register_rate_limits(app: Flask, settings: Config) -> None:

@@ -34,6 +34,7 @@ class Config:
     instance_id: str = ""
     database_url: str = ""
     message_queue_url: str | None = None
+    celery_broker_url: str | None = None  # the Celery worker's broker; MESSAGE_QUEUE_URL when unset
     redis_url: str | None = None
     queue_channel: str = "nexus"
     jwt_secret: str = ""
@@ -58,6 +59,7 @@ class Config:
     http_rate_limit: str = "300 per minute"
     login_rate_limit: str = "10 per minute"
     trusted_proxies: int = 0
+    metrics_token: str | None = field(default=None, repr=False)
     max_sockets_per_user: int = 20
     max_rooms_per_socket: int = 100
     ping_timeout_ms: int = 60_000
@@ -132,6 +134,7 @@ class Config:
             instance_id=env.text("NEXUS_INSTANCE_ID", default="") or f"{os.uname().nodename}-{os.getpid()}",
             database_url=database_url,
             message_queue_url=queue_url,
+            celery_broker_url=env.url("CELERY_BROKER_URL", schemes=("redis", "rediss", "amqp", "amqps")),
             redis_url=redis_url,
             queue_channel=env.text("SOCKETIO_REDIS_PREFIX", default="nexus"),
             jwt_secret=jwt_secret,
@@ -161,6 +164,7 @@ class Config:
             http_rate_limit=_rate_limit(env, "NEXUS_HTTP_RATE_LIMIT", "300 per minute"),
             login_rate_limit=_rate_limit(env, "NEXUS_LOGIN_RATE_LIMIT", "10 per minute"),
             trusted_proxies=env.integer("NEXUS_TRUSTED_PROXIES", default=0, minimum=0, maximum=5),
+            metrics_token=_metrics_token(env),
             max_sockets_per_user=env.integer("NEXUS_MAX_SOCKETS_PER_USER", default=20, minimum=1, maximum=1000),
             max_rooms_per_socket=env.integer("NEXUS_MAX_ROOMS_PER_SOCKET", default=100, minimum=1, maximum=10_000),
             ping_timeout_ms=ping_timeout,
@@ -315,6 +319,13 @@ def _service_api_keys(env: _Reader, production: bool) -> tuple[str, ...]:
         if key not in keys:
             keys.append(key)
     return tuple(keys)
+
+
+def _metrics_token(env: _Reader) -> str | None:
+    token = env.raw("NEXUS_METRICS_TOKEN")
+    if token is not None and len(token) < MIN_SECRET_BYTES:
+        raise ConfigError("NEXUS_METRICS_TOKEN", f"must be at least {MIN_SECRET_BYTES} characters long")
+    return token
 
 
 def _rate_limit(env: _Reader, name: str, default: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from flask import current_app
 from sqlalchemy import event as sa_event
@@ -44,18 +44,23 @@ class Emission:
 class Broadcaster:
     """Delivers events to every namespace that serves them."""
 
-    def __init__(self, transport: Transport, namespaces: Iterable[str]):
+    def __init__(self, transport: Transport, namespaces: Iterable[str], count: Callable[[str], Any] | None = None):
         self.transport = transport
         self.namespaces = frozenset(namespaces)
+        self.count = count  # called once per emission (metrics)
 
     def emit(self, event: str, data: Any, *, room: str, skip_sid: str | None = None) -> None:
         """Send now."""
+        if self.count is not None:
+            self.count(event)
         for namespace in namespaces_for(event):
             if namespace in self.namespaces:
                 self.transport.emit(event, data, room=room, namespace=namespace, skip_sid=skip_sid)
 
     def reply(self, event: str, data: Any, *, sid: str, namespace: str) -> None:
         """Send to one socket of this process, on its own namespace (no message-queue hop)."""
+        if self.count is not None:
+            self.count(event)
         self.transport.emit(event, data, room=sid, namespace=namespace, skip_sid=None, local=True)
 
     def deliver(self, emissions: Iterable[Emission]) -> None:

@@ -16,6 +16,7 @@ from nexus.stores.redis import HEARTBEAT_S
 log = logging.getLogger("nexus.keeper")
 
 TICK_S = 1.0
+STATS_EVERY_S = 3.0
 
 
 @dataclass
@@ -60,6 +61,8 @@ class Keeper:
             _Task("away", max(0.5, min(5.0, config.away_after_s / 4)), presence.sweep_away),
             _Task("last_seen", float(config.last_seen_write_s), presence.flush_last_seen),
         ]
+        admin = app.extensions.get("nexus.admin")
+        keeper.tasks.append(_Task("stats", STATS_EVERY_S, admin.publish_stats if admin else app.extensions["nexus.stats"].publish))
         stores = app.extensions["nexus.stores"]
         if stores.shared or not config.message_queue_url:
             keeper.tasks.append(_Task("reconcile", 30.0, presence.reconcile))

@@ -262,7 +262,7 @@ def _commit(actor: Actor, data: dict[str, Any], wire: dict[str, Any]) -> Sent:
         if existing is None:
             raise
         return existing
-    current_app.extensions["nexus.metrics"].messages.add()
+    current_app.extensions["nexus.metrics"].message_stored()
     return Sent(wire, created=True)
 
 

@@ -9,6 +9,9 @@ from collections import deque
 from threading import Lock
 from typing import Any, Callable
 
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
 WINDOW_S = 10
 
 
@@ -45,17 +48,78 @@ class RateCounter:
             self._buckets.popleft()
 
 
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
 class Metrics:
-    """What this instance counts."""
+    """What this instance counts: rates for the dashboard, Prometheus series for operators.
+
+    Each app has its own Prometheus registry (tests build many apps in one process).
+    """
 
     def __init__(self) -> None:
         self.started = time.time()
         self.messages = RateCounter()
         self.errors = RateCounter()
         self.connections_total = 0
+        self.registry = CollectorRegistry(auto_describe=True)
+        labelled = {"registry": self.registry}
+        self.events_received = Counter("nexus_events_received", "Socket.IO events received", ["event"], **labelled)
+        self.events_emitted = Counter("nexus_events_emitted", "Events emitted to rooms or sockets", ["event"],
+                                      **labelled)
+        self.event_seconds = Histogram("nexus_event_handling_seconds", "Time to handle one event", ["event"],
+                                       buckets=LATENCY_BUCKETS, **labelled)
+        self.messages_stored = Counter("nexus_messages_stored", "Chat messages stored", **labelled)
+        self.rate_limited = Counter("nexus_rate_limit_rejections", "Events refused by the rate limit", ["event"],
+                                    **labelled)
+        self.errors_by_code = Counter("nexus_errors", "Errors answered to clients, by code", ["code"], **labelled)
+        self.queue_publish_failures = Counter("nexus_queue_publish_failures", "Failed message-queue publishes",
+                                              **labelled)
+        self.connections_opened = Counter("nexus_connections_opened", "Socket.IO connections accepted", **labelled)
 
     def uptime_s(self) -> float:
         return round(time.time() - self.started, 1)
+
+    def connected(self) -> None:
+        self.connections_total += 1
+        self.connections_opened.inc()
+
+    def message_stored(self) -> None:
+        self.messages.add()
+        self.messages_stored.inc()
+
+    def error(self, code: str) -> None:
+        self.errors.add()
+        self.errors_by_code.labels(code).inc()
+
+    def watch_connections(self, sessions: Any, server: Any) -> None:
+        """Export the open connections by namespace and transport, counted when scraped."""
+        self.registry.register(_ConnectionsCollector(sessions, server))
+
+
+class _ConnectionsCollector:
+    """nexus_connections{namespace, transport}, from the session registry at scrape time."""
+
+    def __init__(self, sessions: Any, server: Any):
+        self.sessions = sessions
+        self.server = server
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self):  # noqa: ANN201 - prometheus_client's collector protocol
+        family = GaugeMetricFamily("nexus_connections", "Open Socket.IO connections", labels=["namespace", "transport"])
+        counts: dict[tuple[str, str], int] = {}
+        for session in self.sessions:
+            try:
+                transport = self.server.transport(session.sid, session.namespace)
+            except Exception:  # gone meanwhile
+                continue
+            key = (session.namespace, transport)
+            counts[key] = counts.get(key, 0) + 1
+        for (namespace, transport), count in sorted(counts.items()):
+            family.add_metric([namespace, transport], count)
+        yield family
 
 
 def memory_rss_bytes() -> int:
@@ -69,10 +133,11 @@ def memory_rss_bytes() -> int:
 
 def aggregate(instances: list[dict[str, Any]]) -> dict[str, Any]:
     """Totals over the stats of every live instance."""
-    keys = ("connections", "usersOnline", "messagesPerSecond", "errorsPerSecond")
+    keys = ("connections", "totalConnections", "usersOnline", "messagesPerSecond", "errorsPerSecond")
     totals: dict[str, Any] = {key: 0 for key in keys}
     for stats in instances:
         totals["connections"] += stats.get("connections", 0)
+        totals["totalConnections"] += stats.get("totalConnections", 0)
         totals["messagesPerSecond"] += stats.get("messagesPerSecond", 0)
         totals["errorsPerSecond"] += stats.get("errorsPerSecond", 0)
     # Users online and rooms are shared state: every instance reports the same cluster-wide figure.

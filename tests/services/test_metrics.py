@@ -31,7 +31,8 @@ def test_aggregate_sums_per_instance_figures_and_keeps_shared_ones_once():
         ]
     )
     assert totals == {
-        "connections": 8, "usersOnline": 4, "rooms": 2, "messagesPerSecond": 1.75, "errorsPerSecond": 1, "instances": 2,
+        "connections": 8, "totalConnections": 0, "usersOnline": 4, "rooms": 2, "messagesPerSecond": 1.75,
+        "errorsPerSecond": 1, "instances": 2,
     }
     assert memory_rss_bytes() > 10 * 1024 * 1024
 

@@ -69,6 +69,7 @@ class NexusNamespace(Namespace):
             error = acks.internal_error(exc, event="connect", sid=request.sid)
             raise ConnectionRefusedError(error.message, error.to_dict()) from None
         self.join_managed_rooms(session)
+        current_app.extensions["nexus.metrics"].connected()
         log.info(
             "connected ns=%s sid=%s user=%s", self.namespace, session.sid, session.user_id or "guest"
         )
@@ -180,7 +181,15 @@ class NexusNamespace(Namespace):
         return self.socketio._handle_event(self._contract(event, handler), event, self.namespace, *args)
 
     def _contract(self, event: str, handler: Handler | None) -> Handler:
+        label = event if handler is not None else "unknown"
+
         def run(*args: Any) -> Any:
+            metrics = current_app.extensions["nexus.metrics"]
+            metrics.events_received.labels(label).inc()
+            with metrics.event_seconds.labels(label).time():
+                return attempt(*args)
+
+        def attempt(*args: Any) -> Any:
             sid = request.sid
             try:
                 if handler is None:
@@ -207,6 +216,7 @@ class NexusNamespace(Namespace):
         if verdict.allowed:
             return
         name = str(event)[:64]
+        current_app.extensions["nexus.metrics"].rate_limited.labels(name if hasattr(self, "on_" + name) else "unknown").inc()
         log.info("rate limited ns=%s sid=%s user=%s event=%s", self.namespace, session.sid,
                  session.user_id or "guest", name)
         if verdict.notify:
@@ -230,7 +240,7 @@ class NexusNamespace(Namespace):
 
     def _answer(self, event: str, sid: str, payload: dict[str, Any]) -> dict[str, Any] | None:
         if not payload["success"]:
-            current_app.extensions["nexus.metrics"].errors.add()
+            current_app.extensions["nexus.metrics"].error(payload["error"]["code"])
         if acks.ack_requested():
             return payload
         if not payload["success"]:

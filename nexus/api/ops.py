@@ -1,0 +1,60 @@
+"""For operators: GET /metrics (Prometheus), GET /api/metrics (seed B's shape, every instance),
+GET /socket-status (seed A). An admin bearer token or the scrape token NEXUS_METRICS_TOKEN."""
+from __future__ import annotations
+
+import hmac
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from nexus.api import require_admin
+from nexus.models import isoformat, utcnow
+
+bp = Blueprint("ops", __name__)
+
+
+def require_operator() -> None:
+    """The scrape token (Authorization: Bearer <NEXUS_METRICS_TOKEN>), or an admin's access token."""
+    expected = current_app.config["NEXUS"].metrics_token
+    header = request.headers.get("Authorization", "")
+    if expected and header.startswith("Bearer "):
+        if hmac.compare_digest(header[7:].strip().encode(), expected.encode()):
+            return
+    require_admin()
+
+
+@bp.get("/metrics")
+def prometheus_metrics():
+    require_operator()
+    registry = current_app.extensions["nexus.metrics"].registry
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+@bp.get("/api/metrics")
+def metrics_summary():
+    """Seed B's /api/metrics, summed over every live instance, with each instance's figures."""
+    require_operator()
+    cluster = current_app.extensions["nexus.stats"].cluster()
+    totals, instances = cluster["totals"], cluster["instances"]
+    return jsonify(
+        {
+            "success": True,
+            "totalConnections": totals["totalConnections"],
+            "activeConnections": totals["connections"],
+            "messagesPerSecond": totals["messagesPerSecond"],
+            "errorsPerSecond": totals["errorsPerSecond"],
+            "uptime": current_app.extensions["nexus.metrics"].uptime_s(),
+            "memory": {"rss": sum(stats.get("memoryRss", 0) for stats in instances)},
+            "usersOnline": totals["usersOnline"],
+            "instances": instances,
+            "timestamp": isoformat(utcnow()),
+        }
+    )
+
+
+@bp.get("/socket-status")
+def socket_status():
+    """Seed A's /socket-status: this instance's connections by namespace and transport, rooms, users."""
+    require_operator()
+    mine = current_app.extensions["nexus.stats"].local()
+    return jsonify({"success": True, **mine})
