@@ -104,6 +104,20 @@ class RoomGate:
                 del self._rooms[(namespace, room)]
         return skip
 
+    def prune(self) -> int:
+        """Forget screens whose window is over (sockets that joined and stayed quiet); returns how many."""
+        now = time.monotonic()
+        removed = 0
+        with self._lock:
+            for key, sockets in list(self._rooms.items()):
+                for sid, hold in list(sockets.items()):
+                    if not hold.holding and now > hold.until:
+                        del sockets[sid]
+                        removed += 1
+                if not sockets:
+                    del self._rooms[key]
+        return removed
+
     def __len__(self) -> int:
         return sum(len(sockets) for sockets in self._rooms.values())
 

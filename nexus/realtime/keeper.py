@@ -61,6 +61,17 @@ class Keeper:
             _Task("away", max(0.5, min(5.0, config.away_after_s / 4)), presence.sweep_away),
             _Task("last_seen", float(config.last_seen_write_s), presence.flush_last_seen),
         ]
+        def cleanup() -> None:
+            from nexus.services.tokens import purge_expired_revocations
+
+            removed = {
+                "revoked_tokens": purge_expired_revocations(),
+                "typing": chat.typing.sweep(),
+                "catch_up_screens": chat.gate.prune(),
+            }
+            log.info("cleanup removed %s", " ".join(f"{name}={count}" for name, count in removed.items()))
+
+        keeper.tasks.append(_Task("cleanup", float(config.cleanup_interval_s), cleanup, due=time.monotonic() + 60))
         admin = app.extensions.get("nexus.admin")
         keeper.tasks.append(_Task("stats", STATS_EVERY_S, admin.publish_stats if admin else app.extensions["nexus.stats"].publish))
         stores = app.extensions["nexus.stores"]

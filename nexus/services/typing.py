@@ -57,6 +57,17 @@ class TypingTracker:
         for room, _ in keys:
             self.stop(actor, room)
 
+    def sweep(self) -> int:
+        """End typing states past their deadline whose expiry greenlet is gone; returns how many."""
+        now = time.monotonic()
+        with self._lock:
+            stale = [(key, entry) for key, entry in self._typing.items() if entry.deadline + self.timeout_s < now]
+            for key, _ in stale:
+                del self._typing[key]
+        for (room, _), entry in stale:
+            self._announce(entry.actor, room, entry.sid, False)
+        return len(stale)
+
     def is_typing(self, actor: Actor, room: str) -> bool:
         return (room, actor.member_key) in self._typing
 
