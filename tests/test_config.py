@@ -147,3 +147,45 @@ def test_the_procfile_server_refuses_to_start_and_names_the_variable(tmp_path):
     assert result.returncode == 3  # gunicorn gives up instead of respawning the worker forever
     assert "nexus: configuration error: JWT_SECRET: is required when NEXUS_ENV=production" in result.stderr
     assert result.stderr.count("Booting worker") == 1
+
+
+KEY_A = "svcA-" + "q7Lm2Xz9Rt" * 3
+KEY_B = "svcB-" + "Hc4Wn8Pv1K" * 3
+
+
+def test_service_api_keys_are_a_comma_separated_list(tmp_path):
+    assert load(tmp_path).service_api_keys == ()
+    config = load(tmp_path, NEXUS_SERVICE_API_KEYS=f" {KEY_A} ,,{KEY_B},{KEY_A}, ")
+    assert config.service_api_keys == (KEY_A, KEY_B)
+    assert KEY_A not in repr(config)  # secrets stay out of logs
+    production = load(tmp_path, NEXUS_ENV="production", JWT_SECRET=SECRET, NEXUS_SERVICE_API_KEYS=KEY_B)
+    assert production.service_api_keys == (KEY_B,)
+
+
+@pytest.mark.parametrize(
+    ("value", "production", "problem"),
+    [
+        ("short-key", False, "key #1 is shorter than 32 characters"),
+        (f"{KEY_A},{'x' * 31}", False, "key #2 is shorter than 32 characters"),
+        (f"{KEY_A[:20]} {KEY_A[20:]}", False, "key #1 must be printable ASCII without spaces"),
+        ("ключ" * 10, False, "key #1 must be printable ASCII without spaces"),
+        ("*" * 40, True, "key #1 looks like a placeholder"),
+        (f"{KEY_A},{KEY_B[:-1]}*", True, "key #2 looks like a placeholder"),
+        ("x" * 40, True, "key #1 looks like a placeholder"),
+        ("changeme" * 5, True, "key #1 looks like a placeholder"),
+    ],
+)
+def test_weak_service_api_keys_are_refused_without_quoting_them(tmp_path, value, production, problem):
+    environ = {"NEXUS_SERVICE_API_KEYS": value}
+    if production:
+        environ |= {"NEXUS_ENV": "production", "JWT_SECRET": SECRET}
+    with pytest.raises(ConfigError) as error:
+        load(tmp_path, **environ)
+    assert error.value.variable == "NEXUS_SERVICE_API_KEYS"
+    assert str(error.value).startswith("NEXUS_SERVICE_API_KEYS: " + problem)
+    for key in value.split(","):
+        assert key not in str(error.value)
+    if not production:
+        return
+    # Outside production a placeholder is allowed, for local setups and tests.
+    assert load(tmp_path, NEXUS_SERVICE_API_KEYS=value).service_api_keys

@@ -1,29 +1,39 @@
-"""Administration over REST: broadcasts."""
+"""Administration over REST: broadcasts, and the broadcast and action records."""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
 
-from nexus.api import json_body, require_admin
+from nexus.api import json_body, require_admin, require_admin_or_service
 from nexus.schemas import load
-from nexus.schemas.broadcasts import BroadcastSchema
-from nexus.services import broadcasts
+from nexus.schemas.broadcasts import ActionListSchema, BroadcastListSchema, BroadcastSchema
+from nexus.services import audit, broadcasts
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 
 @bp.post("/broadcast")
 def broadcast():
-    actor = require_admin()
+    """{kind: system|admin|department|room|user, message, department?, room?, userId?, title?, type?}."""
+    sender = require_admin_or_service()
     data = load(BroadcastSchema(), json_body())
-    kind = data["kind"]
-    if kind == "system":
-        sent = broadcasts.send_system_message(actor, data["message"])
-    elif kind == "admin":
-        sent = broadcasts.send_admin_message(actor, data["message"])
-    elif kind == "department":
-        sent = broadcasts.send_department_message(actor, data["department"], data["message"])
-    else:
-        sent = broadcasts.send_user_message(
-            actor, data["user_id"], data["message"], title=data.get("title") or "Notification", kind=data["type"]
-        )
-    return jsonify({"success": True, "kind": kind, "broadcast": sent})
+    return jsonify({"success": True, "kind": data["kind"], "broadcast": broadcasts.send(sender, data)})
+
+
+@bp.get("/broadcasts")
+def list_broadcasts():
+    """?kind=&before=<id>&limit=: what was broadcast, newest first."""
+    require_admin()
+    query = load(BroadcastListSchema(), request.args.to_dict())
+    page = broadcasts.list_broadcasts(kind=query["kind"], before=query["before"], limit=query["limit"])
+    return jsonify({"success": True, **page})
+
+
+@bp.get("/actions")
+def list_actions():
+    """?userId=&action=&before=<id>&limit=: the audit trail of user actions, newest first."""
+    require_admin()
+    query = load(ActionListSchema(), request.args.to_dict())
+    page = audit.list_actions(
+        user_id=query["user_id"], action=query["action"], before=query["before"], limit=query["limit"]
+    )
+    return jsonify({"success": True, **page})

@@ -1,6 +1,7 @@
 """The persistent model: one module per aggregate."""
 from nexus.models._types import isoformat, utcnow
 from nexus.models.actions import UserAction
+from nexus.models.broadcasts import BROADCAST_KINDS, Broadcast
 from nexus.models.messages import MESSAGE_TYPES, Message
 from nexus.models.notifications import Notification
 from nexus.models.rooms import ROOM_KINDS, Room, RoomMembership
@@ -8,10 +9,12 @@ from nexus.models.tokens import RevokedToken
 from nexus.models.users import ROLES, STATUSES, User
 
 __all__ = [
+    "BROADCAST_KINDS",
     "MESSAGE_TYPES",
     "ROLES",
     "ROOM_KINDS",
     "STATUSES",
+    "Broadcast",
     "Message",
     "Notification",
     "RevokedToken",

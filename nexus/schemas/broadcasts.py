@@ -1,16 +1,25 @@
-"""Schemas for admin broadcasts."""
+"""Schemas of the admin API: broadcasts, and the broadcast and action records."""
 from __future__ import annotations
+
+from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
+from nexus.models import BROADCAST_KINDS
+from nexus.schemas.chat import RoomName
 from nexus.schemas.users import DEPARTMENT
 
-KINDS = ("system", "admin", "department", "user")
+KINDS = BROADCAST_KINDS
 NOTIFICATION_TYPES = ("info", "success", "warning", "error")
+MAX_ID = 2**53
+ACTION = validate.Regexp(r"^[A-Za-z0-9_.:-]{1,64}\Z", error="1 to 64 letters, digits or _ . : -")
+
+# What each kind needs besides the message: (attribute, wire name).
+_TARGETS = {"department": ("department", "department"), "room": ("room", "room"), "user": ("user_id", "userId")}
 
 
 class BroadcastSchema(Schema):
-    """POST /api/admin/broadcast."""
+    """POST /api/admin/broadcast and the /admin `broadcast` event."""
 
     class Meta:
         unknown = EXCLUDE
@@ -20,11 +29,36 @@ class BroadcastSchema(Schema):
     title = fields.String(validate=validate.Length(min=1, max=200))
     type = fields.String(load_default="info", validate=validate.OneOf(NOTIFICATION_TYPES))
     department = fields.String(validate=DEPARTMENT)
-    user_id = fields.Integer(data_key="userId", strict=False, validate=validate.Range(min=1))
+    room = RoomName()
+    user_id = fields.Integer(data_key="userId", strict=False, validate=validate.Range(min=1, max=MAX_ID))
 
     @validates_schema
-    def _target(self, data, **_):
-        if data["kind"] == "department" and not data.get("department"):
-            raise ValidationError("required for a department message", "department")
-        if data["kind"] == "user" and not data.get("user_id"):
-            raise ValidationError("required for a message to one user", "userId")
+    def _target(self, data: dict[str, Any], **_: Any) -> None:
+        needed = _TARGETS.get(data["kind"])
+        if needed and not data.get(needed[0]):
+            raise ValidationError(f"Required for a {data['kind']} message.", needed[1])
+
+
+class PageSchema(Schema):
+    """?before=<id>&limit= (1..100, default 20): keyset pages, newest first."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    before = fields.Integer(strict=False, load_default=None, validate=validate.Range(min=1, max=MAX_ID))
+    limit = fields.Integer(strict=False, load_default=20, validate=validate.Range(min=1, max=100))
+
+
+class BroadcastListSchema(PageSchema):
+    """GET /api/admin/broadcasts: ?kind=&before=&limit=."""
+
+    kind = fields.String(load_default=None, validate=validate.OneOf(KINDS))
+
+
+class ActionListSchema(PageSchema):
+    """GET /api/admin/actions: ?userId=&action=&before=&limit=."""
+
+    user_id = fields.Integer(
+        data_key="userId", strict=False, load_default=None, validate=validate.Range(min=1, max=MAX_ID)
+    )
+    action = fields.String(load_default=None, validate=ACTION)
