@@ -15,7 +15,7 @@ from nexus.config import Config
 from nexus.extensions import cors, db, jwt, migrate, socketio
 from nexus.logs import configure_logging
 from nexus.realtime import broadcast, jsonenc, protocol, queue
-from nexus.realtime.events import CHAT, DEFAULT, PRESENCE
+from nexus.realtime.events import ADMIN, CHAT, DEFAULT, PRESENCE
 from nexus.realtime.gate import RoomGate
 from nexus.realtime.sessions import SessionRegistry
 
@@ -111,6 +111,7 @@ def register_socketio(app: Flask, settings: Config) -> None:
     """The Socket.IO server, its message queue, the namespaces and the broadcast facade."""
     from nexus.realtime.namespaces.chat import ChatContext, ChatNamespace
     from nexus.realtime.control import Control
+    from nexus.realtime.namespaces.admin import AdminNamespace
     from nexus.realtime.namespaces.default import DefaultNamespace
     from nexus.realtime.namespaces.presence import PresenceNamespace
     from nexus.realtime.stats import StatsReporter
@@ -176,9 +177,11 @@ def register_socketio(app: Flask, settings: Config) -> None:
         DefaultNamespace(DEFAULT, chat=chat, **common),
         ChatNamespace(CHAT, chat=chat, **common),
         PresenceNamespace(PRESENCE, **common),
+        AdminNamespace(ADMIN, control=app.extensions["nexus.control"], stats=app.extensions["nexus.stats"], **common),
     ]
     for namespace in namespaces:
         socketio.on_namespace(namespace)
+    app.extensions["nexus.admin"] = namespaces[-1]
     emitted = metrics.events_emitted
     broadcast.install(
         app,

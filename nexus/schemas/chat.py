@@ -19,9 +19,9 @@ from marshmallow import (
 
 from nexus.models import MESSAGE_TYPES
 
-ROOM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ROOM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 ROOM_NAME_ERROR = "1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit"
-CLIENT_MSG_ID = validate.Regexp(r"^[A-Za-z0-9_.:-]{1,64}$", error="1 to 64 letters, digits or _ . : -")
+CLIENT_MSG_ID = validate.Regexp(r"^[A-Za-z0-9_.:-]{1,64}\Z", error="1 to 64 letters, digits or _ . : -")
 
 
 def clean_text(value: str) -> str:
@@ -88,7 +88,7 @@ class AttachmentSchema(Schema):
     url = fields.Url(required=True, schemes={"http", "https"}, validate=validate.Length(max=2048))
     name = fields.String(validate=validate.Length(min=1, max=255))
     size = fields.Integer(strict=True, validate=validate.Range(min=0, max=10**12))
-    mime_type = fields.String(data_key="mimeType", validate=validate.Regexp(r"^[\w.+-]+/[\w.+-]+$"))
+    mime_type = fields.String(data_key="mimeType", validate=validate.Regexp(r"^[\w.+-]+/[\w.+-]+\Z"))
     width = fields.Integer(strict=True, validate=validate.Range(min=1, max=100_000))
     height = fields.Integer(strict=True, validate=validate.Range(min=1, max=100_000))
 

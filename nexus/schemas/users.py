@@ -9,9 +9,9 @@ from nexus.models import ROLES
 from nexus.schemas.chat import clean_text
 
 USERNAME = validate.Regexp(
-    r"^[A-Za-z0-9_.-]{3,32}$", error="3 to 32 letters, digits, '_', '.' or '-'"
+    r"^[A-Za-z0-9_.-]{3,32}\Z", error="3 to 32 letters, digits, '_', '.' or '-'"
 )
-DEPARTMENT = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="1 to 64 letters, digits, '_' or '-'")
+DEPARTMENT = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}\Z", error="1 to 64 letters, digits, '_' or '-'")
 
 
 class LoginSchema(Schema):

@@ -8,11 +8,11 @@ from nexus.realtime import broadcast, events
 def test_emit_reaches_each_registered_namespace_that_serves_the_event(app, broadcasts):
     with app.app_context():
         broadcast.emit(events.SYSTEM_MESSAGE, {"message": "hi"}, room=events.ALL_USERS_ROOM)
-    # "/", "/chat" and "/presence" are registered so far; namespaces that do not exist are not sent to
     assert [(item["event"], item["room"], item["namespace"]) for item in broadcasts.sent] == [
         ("system_message", "all_users", "/"),
         ("system_message", "all_users", "/chat"),
         ("system_message", "all_users", "/presence"),
+        ("system_message", "all_users", "/admin"),
     ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from nexus.errors import NexusError
 from nexus.models import isoformat, utcnow
 from nexus.realtime import broadcast, events
 from nexus.realtime.namespaces.base import NexusNamespace, rate_cost
@@ -11,8 +12,9 @@ from nexus.realtime.namespaces.chat import ChatEvents
 from nexus.realtime.namespaces.presence import PresenceEvents
 from nexus.realtime.sessions import SocketSession
 from nexus.schemas import load
+from nexus.schemas.admin import NotificationRefSchema, UserActionSchema
 from nexus.schemas.users import PingSchema
-from nexus.services import rooms
+from nexus.services import audit, notifications, rooms
 
 
 def server_time() -> dict[str, Any]:
@@ -40,6 +42,9 @@ class DefaultNamespace(ChatEvents, PresenceEvents, NexusNamespace):
         )
         if session.user_id is not None:
             self.send_online_users(session)
+            # Notifications sent while the user was away arrive now, oldest first, until read.
+            for notification in notifications.unread(session.user_id):
+                broadcast.reply(events.NOTIFICATION, notification, sid=session.sid, namespace=self.namespace)
 
     def on_ping(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
         """Seed A: ping(cb) answered by the ack; seed B: ping({timestamp}) answered by `pong`."""
@@ -50,6 +55,18 @@ class DefaultNamespace(ChatEvents, PresenceEvents, NexusNamespace):
             pong["clientTimestamp"] = data["timestamp"]
         broadcast.reply(events.PONG, pong, sid=session.sid, namespace=self.namespace)
         return pong
+
+    def on_user_action(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
+        """Seed B: user_action {action, data}, recorded for audit and never echoed to anyone."""
+        data = load(UserActionSchema(), payload)
+        return audit.record_action(session.actor(), data["action"], data["data"], instance_id=self.config.instance_id)
+
+    def on_notification_read(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
+        """Mark one of the user's notifications read."""
+        if session.user_id is None:
+            raise NexusError("FORBIDDEN", "Guests have no notifications.")
+        notification_id = load(NotificationRefSchema(), payload)["id"]
+        return {"notification": notifications.mark_read(session.user_id, notification_id)}
 
     @rate_cost(2)
     def on_authenticate(self, session: SocketSession, token: Any = None, *_: Any) -> dict[str, Any]:
