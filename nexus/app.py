@@ -114,6 +114,7 @@ def register_socketio(app: Flask, settings: Config) -> None:
     from nexus.realtime.namespaces.admin import AdminNamespace
     from nexus.realtime.namespaces.default import DefaultNamespace
     from nexus.realtime.namespaces.presence import PresenceNamespace
+    from nexus.realtime.shutdown import Shutdown
     from nexus.realtime.stats import StatsReporter
     from nexus.services.metrics import Metrics
     from nexus.services.presence import Presence
@@ -170,6 +171,7 @@ def register_socketio(app: Flask, settings: Config) -> None:
         instance_id=settings.instance_id, server=socketio.server, sessions=sessions, presence=presence,
         live_rooms=chat.live.store, metrics=metrics, board=stores.stats,
     )
+    app.extensions["nexus.shutdown"] = Shutdown(app, socketio, settings.shutdown_grace_s)
     limiter = EventLimiter(settings)
     app.extensions["nexus.limiter"] = limiter
     common = dict(config=settings, sessions=sessions, presence=presence, limiter=limiter)

@@ -62,6 +62,7 @@ class Config:
     metrics_token: str | None = field(default=None, repr=False)
     max_sockets_per_user: int = 20
     cleanup_interval_s: int = 300
+    shutdown_grace_s: int = 10
     max_rooms_per_socket: int = 100
     ping_timeout_ms: int = 60_000
     ping_interval_ms: int = 25_000
@@ -166,6 +167,7 @@ class Config:
             login_rate_limit=_rate_limit(env, "NEXUS_LOGIN_RATE_LIMIT", "10 per minute"),
             trusted_proxies=env.integer("NEXUS_TRUSTED_PROXIES", default=0, minimum=0, maximum=5),
             metrics_token=_metrics_token(env),
+            shutdown_grace_s=env.integer("NEXUS_SHUTDOWN_GRACE_S", default=10, minimum=1, maximum=300),
             cleanup_interval_s=env.integer("NEXUS_CLEANUP_INTERVAL_S", default=300, minimum=10, maximum=86_400),
             max_sockets_per_user=env.integer("NEXUS_MAX_SOCKETS_PER_USER", default=20, minimum=1, maximum=1000),
             max_rooms_per_socket=env.integer("NEXUS_MAX_ROOMS_PER_SOCKET", default=100, minimum=1, maximum=10_000),

@@ -162,6 +162,18 @@ def make_server(app: Any, host: str, port: int) -> pywsgi.WSGIServer:
 
 
 class GunicornWorker(GeventWebSocketWorker):
-    """gunicorn worker: gevent-websocket with Nexus's request handler (`-k nexus.server.GunicornWorker`)."""
+    """gunicorn worker: gevent-websocket with Nexus's request handler (`-k nexus.server.GunicornWorker`).
+
+    On SIGTERM it drains the instance (nexus.realtime.shutdown) while gunicorn stops accepting
+    and waits for the open requests, which the drain ends.
+    """
 
     wsgi_handler = NexusHandler
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        shutdown = getattr(self.wsgi, "extensions", {}).get("nexus.shutdown")
+        if shutdown is not None:
+            import gevent
+
+            gevent.spawn(shutdown.drain)

@@ -29,6 +29,7 @@ ADMIN_MESSAGE = "admin_message"
 DEPARTMENT_MESSAGE = "department_message"
 SESSION_REVOKED = "session_revoked"
 STATS = "stats"
+SERVER_SHUTDOWN = "server_shutdown"
 
 # Which namespaces serve each server event: a client of any of them that is in the
 # target room receives it. The default namespace serves everything (the seeds' clients).

@@ -60,6 +60,9 @@ class NexusNamespace(Namespace):
     # -- connection ---------------------------------------------------------------
 
     def on_connect(self, auth: Any = None) -> None:
+        if current_app.extensions["nexus.shutdown"].closing:
+            error = NexusError("UNAVAILABLE", "This server is shutting down; reconnect in a moment.")
+            raise ConnectionRefusedError(error.message, error.to_dict())
         try:
             session = self._open_session(request.sid, auth)
         except NexusError as exc:
@@ -186,7 +189,7 @@ class NexusNamespace(Namespace):
         def run(*args: Any) -> Any:
             metrics = current_app.extensions["nexus.metrics"]
             metrics.events_received.labels(label).inc()
-            with metrics.event_seconds.labels(label).time():
+            with current_app.extensions["nexus.shutdown"].in_flight, metrics.event_seconds.labels(label).time():
                 return attempt(*args)
 
         def attempt(*args: Any) -> Any:

@@ -1,0 +1,13 @@
+"""gunicorn settings for Nexus (`gunicorn -c python:nexus.gunicorn_conf ...`): timeouts that fit
+long-lived connections and the graceful shutdown of nexus.realtime.shutdown."""
+import os
+
+# The drain has NEXUS_SHUTDOWN_GRACE_S; gunicorn waits a little longer before it kills.
+graceful_timeout = int(os.environ.get("NEXUS_SHUTDOWN_GRACE_S", "10")) + 5
+# A gevent worker that does not notify the master for this long is restarted.
+timeout = 30
+# HTTP keep-alive between a load balancer and this instance.
+keepalive = 75
+# One worker per instance: Flask-SocketIO keeps its sessions in the worker's memory.
+workers = 1
+worker_connections = 10_000
