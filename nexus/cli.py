@@ -1,4 +1,4 @@
-"""The `nexus` command: serve, create-user, token, emit, client, and Flask-Migrate's `db`."""
+"""The `nexus` command: serve, create-user, token, emit, notify, broadcast, client, and Flask-Migrate's `db`."""
 from __future__ import annotations
 
 import json
@@ -6,13 +6,17 @@ import shlex
 import sys
 import threading
 import time
-from typing import Any, Iterable, TextIO
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator, TextIO
 
 import click
 from flask import current_app
 from flask.cli import FlaskGroup, routes_command, shell_command, with_appcontext
 
 from nexus.config import ConfigError
+
+#: How long emitting commands wait for the message queue to take what they sent.
+FLUSH_TIMEOUT_S = 10.0
 
 
 @click.command("serve")
@@ -98,7 +102,73 @@ def emit_command(event: str, room: str, data: str, namespace: str) -> None:
     if manager is None:
         raise click.ClickException("MESSAGE_QUEUE_URL is not set: there is no queue to reach other processes")
     manager.emit(event, payload, namespace=namespace, room=room)
+    if not manager.close(FLUSH_TIMEOUT_S):
+        raise click.ClickException(
+            f"{event} was not sent: the message queue is unreachable ({manager.queue_status()['lastError']})"
+        )
     click.echo(f"emitted {event} to {room} on {namespace}")
+
+
+@contextmanager
+def _emitter() -> Iterator[Any]:
+    """An Emitter on the CLI's app (sender service:cli); errors become one clear line and exit 1."""
+    from nexus.emitter import Emitter
+    from nexus.errors import NexusError
+
+    try:
+        emitter = Emitter(app=current_app._get_current_object(), name="cli")
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        yield emitter
+    except NexusError as exc:
+        emitter.close(0)
+        raise click.ClickException(f"{exc.code}: {exc.message}") from None
+    if not emitter.close(FLUSH_TIMEOUT_S):
+        raise click.ClickException(
+            "saved, but the live event could not reach the message queue within "
+            f"{FLUSH_TIMEOUT_S:.0f}s ({emitter.queue_status()['lastError']}); clients see it when they reconnect"
+        )
+
+
+@click.command("notify")
+@click.argument("user")
+@click.argument("title")
+@click.argument("message")
+@click.option(
+    "--type", "kind", type=click.Choice(["info", "success", "warning", "error"]), default="info", show_default=True
+)
+@with_appcontext
+def notify_command(user: str, title: str, message: str, kind: str) -> None:
+    """Send USER (a username or an id) a persisted notification, live on every instance."""
+    with _emitter() as emitter:
+        sent = emitter.notify(user, title, message, type=kind)
+    click.echo(f"notification {sent['id']} sent to {user}")
+
+
+@click.command("broadcast")
+@click.argument("message")
+@click.option("--department", default=None, help="Only this department (department_message).")
+@click.option("--admins", is_flag=True, help="Only the administrators (admin_message).")
+@click.option("--room", default=None, help="Only the members of this chat room.")
+@with_appcontext
+def broadcast_command(message: str, department: str | None, admins: bool, room: str | None) -> None:
+    """Broadcast MESSAGE: a system message to everyone, or to one department, the admins or one room."""
+    options = (("--department", department is not None), ("--admins", admins), ("--room", room is not None))
+    chosen = [name for name, given in options if given]
+    if len(chosen) > 1:
+        raise click.UsageError(f"choose one of {', '.join(chosen)}")
+    with _emitter() as emitter:
+        if department is not None:
+            sent, target = emitter.department_message(department, message), f"department {department}"
+        elif admins:
+            sent, target = emitter.admin_message(message), "the admins"
+        elif room is not None:
+            sent, target = emitter.room_message(room, message), f"room {room}"
+        else:
+            sent, target = emitter.system_message(message), "everyone"
+    record = f" {sent['broadcastId']}" if sent.get("broadcastId") else ""
+    click.echo(f"broadcast{record} sent to {target}")
 
 
 @click.command("client")
@@ -228,7 +298,15 @@ def _missing(what: str) -> str:
     raise ValueError(f"{what} is required")
 
 
-COMMANDS = (serve_command, create_user_command, token_command, emit_command, client_command)
+COMMANDS = (
+    serve_command,
+    create_user_command,
+    token_command,
+    emit_command,
+    notify_command,
+    broadcast_command,
+    client_command,
+)
 
 
 def register_commands(group: click.Group) -> None:
