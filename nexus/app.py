@@ -160,7 +160,10 @@ def register_socketio(app: Flask, settings: Config) -> None:
     metrics = Metrics()
     metrics.watch_connections(sessions, socketio.server)
     app.extensions["nexus.metrics"] = metrics
-    app.extensions["nexus.control"] = Control(socketio.server, sessions)
+    control = Control(socketio.server, sessions)
+    app.extensions["nexus.control"] = control
+    if hasattr(manager, "control_handler"):
+        manager.control_handler = control.handle
     chat = ChatContext(
         live=LiveMembership(LiveRooms(stores.tally)),
         gate=manager.gate,
@@ -241,6 +244,9 @@ def register_rate_limits(app: Flask, settings: Config) -> None:
         RATELIMIT_STRATEGY="moving-window",
         RATELIMIT_DEFAULT=settings.http_rate_limit,
         RATELIMIT_HEADERS_ENABLED=True,
+        # A Redis outage must not turn every request into a 500: count in memory meanwhile.
+        RATELIMIT_SWALLOW_ERRORS=True,
+        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
     )
     http_limiter.init_app(app)
     http_limiter.exempt(app.blueprints["health"])

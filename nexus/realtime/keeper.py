@@ -25,6 +25,7 @@ class _Task:
     every_s: float
     run: Callable[[], Any]
     due: float = 0.0
+    failures: int = 0
 
 
 @dataclass
@@ -96,8 +97,17 @@ class Keeper:
             try:
                 with self.app.app_context():
                     task.run()
-            except Exception:
-                log.exception("upkeep task %s failed; retrying in %.0fs", task.name, task.every_s)
+            except Exception as exc:
+                # A traceback for the first failure of a streak; one line for the ones after.
+                if task.failures == 0:
+                    log.exception("upkeep task %s failed; retrying every %.0fs", task.name, task.every_s)
+                elif task.failures % 60 == 0:
+                    log.warning("upkeep task %s still failing (%d times): %s", task.name, task.failures, exc)
+                task.failures += 1
+            else:
+                if task.failures:
+                    log.info("upkeep task %s works again after %d failures", task.name, task.failures)
+                task.failures = 0
 
     def run(self) -> None:
         while not self.stopped:

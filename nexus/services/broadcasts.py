@@ -149,7 +149,10 @@ def record(
     )
     db.session.add(row)
     db.session.flush()
-    broadcast.emit_after_commit(db.session, event, payload, room=room)
+    # Clients get the record's id too: what they receive is what the sender was answered
+    # (a notification carries its own id instead).
+    emitted = payload if notification_id is not None else {**payload, "broadcastId": str(row.id)}
+    broadcast.emit_after_commit(db.session, event, emitted, room=room)
     return row
 
 

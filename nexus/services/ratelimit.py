@@ -3,6 +3,7 @@ reconnecting or opening more sockets neither resets nor multiplies the allowance
 live in the `limits` library's storage: memory for one process, Redis shared by every instance."""
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from nexus.config import Config
+
+log = logging.getLogger("nexus.ratelimit")
 
 
 @dataclass(frozen=True)
@@ -40,12 +43,21 @@ class EventLimiter:
         self._lock = Lock()
         self._notified: dict[str, float] = {}
         self._refused: dict[str, tuple[float, int]] = {}
+        self._storage_failure_logged = 0.0
 
     def check(self, key: str, sid: str, cost: int) -> Verdict:
-        """Spend `cost` units of the key's allowance, or refuse."""
-        if cost <= 0 or self.strategy.hit(self.item, key, cost=cost):
+        """Spend `cost` units of the key's allowance, or refuse. Fails open when the storage is down."""
+        try:
+            if cost <= 0 or self.strategy.hit(self.item, key, cost=cost):
+                return Verdict(True)
+            stats = self.strategy.get_window_stats(self.item, key)
+        except Exception as exc:  # Redis is down: serve rather than refuse everyone
+            now = time.monotonic()
+            if now - self._storage_failure_logged > 60:
+                self._storage_failure_logged = now
+                log.warning("rate-limit storage unavailable (%s: %s); events are not limited meanwhile",
+                            type(exc).__name__, exc)
             return Verdict(True)
-        stats = self.strategy.get_window_stats(self.item, key)
         now = time.time()
         retry_ms = max(1, int((stats.reset_time - now) * 1000))
         with self._lock:

@@ -101,12 +101,13 @@ def test_each_kind_is_recorded_then_emitted_to_its_room(app, db, broadcasts, sen
     emission = only_emission(app, broadcasts, event)
     assert emission["room"] == room
     payload = emission["data"]
-    assert payload == {**extra, "message": "maintenance at 5", "timestamp": payload["timestamp"],
-                       "from": {"id": str(root.id), "name": "root"}}
-    assert recent(payload["timestamp"])
     [row] = records(db)
-    assert sent == {**payload, "broadcastId": str(row.id)}
-    assert (row.kind, row.target, row.event, row.payload) == (kind, target, event, payload)
+    assert payload == {**extra, "message": "maintenance at 5", "timestamp": payload["timestamp"],
+                       "from": {"id": str(root.id), "name": "root"}, "broadcastId": str(row.id)}
+    assert recent(payload["timestamp"])
+    assert sent == payload  # the sender's answer is what the clients received
+    stored = {key: value for key, value in payload.items() if key != "broadcastId"}
+    assert (row.kind, row.target, row.event, row.payload) == (kind, target, event, stored)
     assert (row.sender_user_id, row.sender_label, row.instance_id) == (root.id, "root", "test-instance")
     assert row.notification_id is None and row.created_at.tzinfo is not None
 
@@ -117,9 +118,10 @@ def test_room_message_goes_to_a_chat_room_public_or_private(app, db, broadcasts,
     sent = service.send_room_message(sender, "backstage", "  doors open \u0007 ")
     emission = only_emission(app, broadcasts, "system_message")
     assert emission["room"] == "backstage"
-    assert emission["data"] == {"type": "room", "room": "backstage", "message": "doors open",
-                                "timestamp": emission["data"]["timestamp"], "from": sender.public()}
     [row] = records(db)
+    assert emission["data"] == {"type": "room", "room": "backstage", "message": "doors open",
+                                "timestamp": emission["data"]["timestamp"], "from": sender.public(),
+                                "broadcastId": str(row.id)}
     assert (row.kind, row.target, row.event) == ("room", "backstage", "system_message")
     assert sent["broadcastId"] == str(row.id)
 

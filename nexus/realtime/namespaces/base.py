@@ -18,7 +18,16 @@ from nexus.services.presence import Presence
 from nexus.services.ratelimit import EventLimiter, rate_key
 
 log = logging.getLogger("nexus.realtime")
-_touch_failure_logged = [0.0]
+_degraded_logged: dict[str, float] = {}
+
+
+def degraded(what: str, exc: BaseException) -> None:
+    """Presence bookkeeping failed (Redis down, say): the connection and its events go on; one
+    warning a minute per kind of failure, without a traceback."""
+    now = time.monotonic()
+    if now - _degraded_logged.get(what, 0.0) > 60:
+        _degraded_logged[what] = now
+        log.warning("%s failed (%s: %s); connections and events go on", what, type(exc).__name__, exc)
 
 Handler = Callable[..., Any]
 
@@ -76,11 +85,12 @@ class NexusNamespace(Namespace):
         log.info(
             "connected ns=%s sid=%s user=%s", self.namespace, session.sid, session.user_id or "guest"
         )
-        for step in (
-            lambda: self.presence.connected(session.actor(), session.sid),
-            lambda: self.welcome(session),
-            lambda: self.after_connect(session, auth),
-        ):
+        try:
+            self.presence.connected(session.actor(), session.sid)
+        except Exception as exc:
+            db.session.rollback()
+            degraded("presence on connect", exc)
+        for step in (lambda: self.welcome(session), lambda: self.after_connect(session, auth)):
             try:
                 step()
             except Exception as exc:  # the connection stands; the client is told
@@ -94,9 +104,14 @@ class NexusNamespace(Namespace):
         if session is not None:
             try:
                 self.on_socket_closed(session)
+            except Exception as exc:
+                db.session.rollback()
+                acks.internal_error(exc, event="disconnect", sid=session.sid)
+            try:
                 self.presence.disconnected(session.actor())
             except Exception as exc:
-                acks.internal_error(exc, event="disconnect", sid=session.sid)
+                db.session.rollback()
+                degraded("presence on disconnect", exc)
             self.sessions.remove(request.sid)
             self.limiter.forget_socket(request.sid)
             log.info(
@@ -236,10 +251,7 @@ class NexusNamespace(Namespace):
         try:
             self.presence.touch(session.actor())
         except Exception as exc:
-            now = time.monotonic()
-            if now - _touch_failure_logged[0] > 60:
-                _touch_failure_logged[0] = now
-                log.warning("presence activity not recorded (%s: %s); events go on", type(exc).__name__, exc)
+            degraded("presence activity", exc)
 
     def _answer(self, event: str, sid: str, payload: dict[str, Any]) -> dict[str, Any] | None:
         if not payload["success"]:
