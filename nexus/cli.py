@@ -43,10 +43,31 @@ def serve_command(host: str | None, port: int | None) -> None:
     prepare_instance(app)
     server.start()
     click.echo(f"Nexus listening on http://{host}:{server.server_port} (instance {config.instance_id})", err=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        server.stop(timeout=2)
+    serve_until_signalled(app, server)
+
+
+def serve_until_signalled(app: Any, server: Any) -> None:
+    """Serve until SIGTERM (drain within NEXUS_SHUTDOWN_GRACE_S) or SIGINT (the same, faster)."""
+    import signal
+
+    import gevent
+
+    shutdown = app.extensions["nexus.shutdown"]
+    finished = gevent.event.Event()
+
+    def stop(grace_s: float) -> None:
+        server.close()  # no new connections
+        shutdown.drain(grace_s=grace_s)
+        server.stop(timeout=1)
+        finished.set()
+
+    def on_signal(signum: int) -> None:
+        if not shutdown.closing:
+            gevent.spawn(stop, shutdown.grace_s if signum == signal.SIGTERM else min(2.0, shutdown.grace_s))
+
+    gevent.signal_handler(signal.SIGTERM, on_signal, signal.SIGTERM)
+    gevent.signal_handler(signal.SIGINT, on_signal, signal.SIGINT)
+    finished.wait()
 
 
 @click.command("create-user")

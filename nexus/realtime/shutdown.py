@@ -3,8 +3,9 @@
 1. new connections are refused (UNAVAILABLE), and the instance stops answering `ready`;
 2. events being handled finish (their messages committed and acknowledged);
 3. every client is told `server_shutdown {reconnectAfterMs}`;
-4. the transports are dropped: an engine.io close, not a Socket.IO disconnect, so socket.io
-   clients reconnect by themselves (to another instance behind the load balancer);
+4. the transports are dropped without a close packet (neither Socket.IO's disconnect nor
+   engine.io's close, after which clients would stay away), so socket.io clients see the
+   transport close and reconnect by themselves (to another instance behind the load balancer);
 5. the upkeep greenlet stops and this instance withdraws its presence entries;
 all within `NEXUS_SHUTDOWN_GRACE_S`.
 """
@@ -72,7 +73,7 @@ class Shutdown:
         dropped = 0
         for eio_sid, eio_socket in list(server.eio.sockets.items()):
             try:
-                eio_socket.close(wait=False)  # engine.io close: clients reconnect on their own
+                eio_socket.close(wait=False, abort=True)  # no close packet: clients reconnect on their own
                 dropped += 1
             except Exception:  # already gone
                 log.debug("session %s was already closed", eio_sid)

@@ -142,9 +142,11 @@ class LiveServerFactory:
         self.seeders.append(seeder)
         return url, seeder
 
-    def start(self, database_url: str, *, kind: str = "serve", env: dict[str, str] | None = None) -> LiveServer:
+    def start(
+        self, database_url: str, *, kind: str = "serve", env: dict[str, str] | None = None, port: int | None = None
+    ) -> LiveServer:
         """Start `nexus serve` (kind="serve") or the Procfile's web command (kind="procfile")."""
-        port = services.free_port()
+        port = port or services.free_port()
         index = len(self.servers)
         server_env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("NEXUS_", "SOCKETIO_", "REDIS_"))},

@@ -60,6 +60,10 @@ def _problem(name: str) -> str | None:
         except Exception as exc:  # noqa: BLE001
             return f"{url}: {exc}"
         return None
+    if name == "nginx":
+        if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
+            return "nginx is not installed (apt-get install nginx-light; .ci/run installs it)"
+        return None
     if name == "node":
         if shutil.which("node") is None:
             return "node is not on PATH"
