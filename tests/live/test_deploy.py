@@ -84,3 +84,22 @@ def test_tokens_never_reach_the_logs(live_server):
     for secret in (token, login["accessToken"], login["refreshToken"], token.split(".")[1], token.split(".")[2]):
         assert secret not in log
     assert "correct-horse-1" not in log
+
+
+def test_procfile_web_drains_on_sigterm_within_the_grace(live_server):
+    import signal
+    import time
+
+    url, seeder = live_server.database()
+    seeder.user("alice")
+    server = live_server.start(url, kind="procfile", env={"NEXUS_SHUTDOWN_GRACE_S": "4"})
+    client = connect(server.url, transports=["websocket"], auth={"token": seeder.token("alice")})
+    notices: list = []
+    client.on("server_shutdown", notices.append)
+    assert client.call("ping", timeout=5)["success"]
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)  # what Heroku and systemd send
+    assert server.process.wait(15) == 0
+    assert time.monotonic() - started < 4 + 3
+    assert notices == [{"reconnectAfterMs": 1000}]
+    assert "shutdown complete" in server.log()
