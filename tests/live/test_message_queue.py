@@ -80,7 +80,7 @@ def test_system_broadcast_on_a_reaches_users_on_b_but_not_guests(broker, mq, clu
     assert got == sent
     assert got["type"] == "system"
     assert got["message"] == text
-    assert got["from"]["username"] == "root"
+    assert got["from"]["name"] == "root"
     assert got["timestamp"]
     assert_none_receive("system_message", guest)
     assert alice.received("system_message") == [sent]  # once, and never the refused one
