@@ -200,6 +200,13 @@ def mq(broker: str) -> Iterator[MessageQueue]:
         message_queue.cleanup()
 
 
+@pytest.fixture
+def redis_channel() -> Iterator[str]:
+    """A channel of its own on the local Redis, cleaned up afterwards (see services.redis_channel)."""
+    with services.redis_channel() as channel:
+        yield channel
+
+
 def pytest_report_header(config) -> list[str]:
     url = os.environ.get("DATABASE_URL")
     return [f"nexus database: {'PostgreSQL (' + url.split('@')[-1] + ')' if url else 'SQLite'}"]

@@ -1,6 +1,7 @@
 """Broadcasts of seed B (system, admin, department, room and one-user messages), each recorded once sent."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Mapping, NoReturn
 
@@ -15,6 +16,8 @@ from nexus.realtime import broadcast, events
 from nexus.schemas.chat import clean_text
 from nexus.schemas.users import DEPARTMENT
 from nexus.services import rooms
+
+log = logging.getLogger("nexus.broadcasts")
 
 MAX_MESSAGE_LENGTH = 2000
 MAX_PAGE = 100
@@ -149,6 +152,7 @@ def record(
     )
     db.session.add(row)
     db.session.flush()
+    log.info("broadcast id=%s kind=%s target=%s event=%s by=%s", row.id, kind, target, event, sender.label)
     # Clients get the record's id too: what they receive is what the sender was answered
     # (a notification carries its own id instead).
     emitted = payload if notification_id is not None else {**payload, "broadcastId": str(row.id)}

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import threading
-import uuid
 
 import pytest
 import requests
@@ -149,9 +148,8 @@ def test_ban_closes_the_users_sockets_and_their_token_stops_working(admin_server
 
 
 @pytest.mark.redis
-def test_disconnect_user_and_ban_reach_every_instance(live_server, admins):
-    services.require("redis")
-    channel = f"nexus-test-{uuid.uuid4().hex}"
+def test_disconnect_user_and_ban_reach_every_instance(redis_channel, live_server, admins):
+    channel = redis_channel
     cluster = start_cluster(live_server, {"MESSAGE_QUEUE_URL": services.REDIS_URL, "SOCKETIO_REDIS_PREFIX": channel})
     made: list[Client] = []
     try:
@@ -174,9 +172,3 @@ def test_disconnect_user_and_ban_reach_every_instance(live_server, admins):
                 client.sio.disconnect()
             except Exception:  # noqa: BLE001 - already closed by the server
                 pass
-        import redis
-
-        connection = redis.Redis.from_url(services.REDIS_URL)
-        keys = list(connection.scan_iter(match=f"{channel}*"))
-        if keys:
-            connection.delete(*keys)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import threading
-import uuid
 
 import pytest
 import socketio
@@ -16,17 +15,8 @@ FLOOD = 120
 
 
 @pytest.fixture
-def redis_cluster(live_server):
-    services.require("redis")
-    channel = f"nexus-test-{uuid.uuid4().hex}"
-    cluster = start_cluster(live_server, {"MESSAGE_QUEUE_URL": services.REDIS_URL, "SOCKETIO_REDIS_PREFIX": channel})
-    yield cluster
-    import redis
-
-    connection = redis.Redis.from_url(services.REDIS_URL)
-    keys = list(connection.scan_iter(match=f"{channel}*"))
-    if keys:
-        connection.delete(*keys)
+def redis_cluster(redis_channel, live_server):  # the channel is cleaned up after the servers stop
+    return start_cluster(live_server, {"MESSAGE_QUEUE_URL": services.REDIS_URL, "SOCKETIO_REDIS_PREFIX": redis_channel})
 
 
 def test_live_membership_is_counted_once_across_instances(redis_cluster: Cluster, clients):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import signal
 import time
-import uuid
 
 import pytest
 import requests
@@ -116,9 +115,8 @@ def test_away_after_inactivity_and_back_at_the_next_activity(presence_server, cl
 
 
 @pytest.mark.redis
-def test_two_instances_share_presence_and_a_killed_one_leaves_no_ghosts(live_server, tmp_path):
-    services.require("redis")
-    channel = f"nexus-test-{uuid.uuid4().hex}"
+def test_two_instances_share_presence_and_a_killed_one_leaves_no_ghosts(redis_channel, live_server, tmp_path):
+    channel = redis_channel
     env = {"MESSAGE_QUEUE_URL": services.REDIS_URL, "SOCKETIO_REDIS_PREFIX": channel}
     url, seeder = live_server.database()
     for name in ("alice", "bob", "carol"):
@@ -175,9 +173,3 @@ def test_two_instances_share_presence_and_a_killed_one_leaves_no_ghosts(live_ser
                 client.sio.disconnect()
             except Exception:  # noqa: BLE001 - the server may be gone
                 pass
-        import redis
-
-        connection = redis.Redis.from_url(services.REDIS_URL)
-        keys = list(connection.scan_iter(match=f"{channel}*"))
-        if keys:
-            connection.delete(*keys)

@@ -97,18 +97,14 @@ def test_the_official_client_reconnects_by_itself_after_a_shutdown(live_server):
 
 
 @pytest.mark.redis
-def test_twenty_clients_behind_nginx_move_to_the_other_instance(live_server, tmp_path):
+def test_twenty_clients_behind_nginx_move_to_the_other_instance(redis_channel, live_server, tmp_path):
     """SIGTERM to the instance serving 20 chatting clients: acknowledged messages are kept, every
     client is told, the process exits within the grace, and nginx (deploy/nginx.conf) brings every
     client back on the other instance by itself."""
-    import uuid
-
     from tests.support.cluster import Client
     from tests.support.nginx import Nginx
 
-    services.require("redis")
-    channel = f"nexus-test-{uuid.uuid4().hex}"
-    env = {"MESSAGE_QUEUE_URL": services.REDIS_URL, "SOCKETIO_REDIS_PREFIX": channel,
+    env = {"MESSAGE_QUEUE_URL": services.REDIS_URL, "SOCKETIO_REDIS_PREFIX": redis_channel,
            "NEXUS_SHUTDOWN_GRACE_S": str(GRACE_S), "NEXUS_TRUSTED_PROXIES": "1",
            "SOCKETIO_RATE_LIMIT_MAX_REQUESTS": "100000"}
     url, seeder = live_server.database()
@@ -176,9 +172,3 @@ def test_twenty_clients_behind_nginx_move_to_the_other_instance(live_server, tmp
             except Exception:  # noqa: BLE001
                 pass
         proxy.stop()
-        import redis
-
-        connection = redis.Redis.from_url(services.REDIS_URL)
-        keys = list(connection.scan_iter(match=f"{channel}*"))
-        if keys:
-            connection.delete(*keys)

@@ -1,8 +1,6 @@
 """Rate limits of events: per user (never per socket), costs per event, refusal, notice, cut-off; HTTP limits."""
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from tests.support import services
@@ -92,27 +90,18 @@ def test_guests_are_limited_by_address(app_factory):
     assert two.emit("ping", callback=True)["error"]["code"] == "RATE_LIMITED"
 
 
-def test_two_instances_share_the_allowance_through_redis(app_factory):
-    services.require("redis")
+def test_two_instances_share_the_allowance_through_redis(redis_channel, app_factory):
     from nexus.extensions import socketio
 
-    channel = f"nexus-test-{uuid.uuid4().hex}"
-    a = app_factory(rate_limit_max_requests=4, redis_url=services.REDIS_URL, queue_channel=channel, instance_id="a")
-    try:
-        alice = token(a, "alice")
-        on_a = socketio.test_client(a, auth={"token": alice})
-        for _ in range(4):
-            assert on_a.emit("ping", callback=True)["success"]
-        b = app_factory(rate_limit_max_requests=4, redis_url=services.REDIS_URL, queue_channel=channel, instance_id="b")
-        on_b = socketio.test_client(b, auth={"token": alice})
-        assert on_b.emit("ping", callback=True)["error"]["code"] == "RATE_LIMITED"
-    finally:
-        import redis
-
-        connection = redis.Redis.from_url(services.REDIS_URL)
-        keys = list(connection.scan_iter(match=f"{channel}*"))
-        if keys:
-            connection.delete(*keys)
+    options = dict(rate_limit_max_requests=4, redis_url=services.REDIS_URL, queue_channel=redis_channel)
+    a = app_factory(instance_id="a", **options)
+    alice = token(a, "alice")
+    on_a = socketio.test_client(a, auth={"token": alice})
+    for _ in range(4):
+        assert on_a.emit("ping", callback=True)["success"]
+    b = app_factory(instance_id="b", **options)
+    on_b = socketio.test_client(b, auth={"token": alice})
+    assert on_b.emit("ping", callback=True)["error"]["code"] == "RATE_LIMITED"
 
 
 def test_login_is_limited_per_address_with_the_error_contract(app_factory):

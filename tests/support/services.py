@@ -4,11 +4,14 @@ In CI (CI=true or NEXUS_REQUIRE_SERVICES=1) a missing service fails the test ins
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
+import uuid
 from functools import cache
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -100,3 +103,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def redis_channel() -> Iterator[str]:
+    """A fresh SOCKETIO_REDIS_PREFIX on the local Redis (skip, or fail in CI, without one); every key
+    under it is deleted afterwards, so tests never see each other's state."""
+    require("redis")
+    channel = f"nexus-test-{uuid.uuid4().hex}"
+    try:
+        yield channel
+    finally:
+        import redis
+
+        connection = redis.Redis.from_url(REDIS_URL)
+        try:
+            keys = list(connection.scan_iter(match=f"{channel}*", count=500))
+            if keys:
+                connection.delete(*keys)
+        finally:
+            connection.close()
