@@ -159,10 +159,15 @@ def test_a_task_for_a_missing_target_fails_with_the_code_and_is_not_retried(
         assert str(failure.value).startswith(f"{code}: "), repr(failure.value)
         assert result.state == "FAILURE"
 
+    # The worker logs a failure just after it stores the result: wait for both lines.
+    deadline = time.monotonic() + 10
+    failed = [f"[{result.id}] raised unexpected: TaskFailed(" for result in (missing_user, missing_room)]
+    while not all(line in worker.log() for line in failed) and time.monotonic() < deadline:
+        time.sleep(0.1)
     log = worker.log()
-    for result in (missing_user, missing_room):
+    for result, line in zip((missing_user, missing_room), failed):
         assert log.count(f"[{result.id}] received") == 1, log  # run once: not retried
-        assert f"[{result.id}] raised unexpected: TaskFailed(" in log
+        assert line in log
     assert "Retry" not in log
     assert_none_receive("notification", alice)
     assert_none_receive("system_message", alice, window=0.2)

@@ -158,6 +158,8 @@ class LiveServerFactory:
             "NEXUS_INSTANCE_ID": f"live-{index}",
             "NEXUS_DEMO_USERS": "0",
             "PYTHONUNBUFFERED": "1",
+            # Functional tests send floods on purpose; the rate-limit tests set their own limit.
+            "SOCKETIO_RATE_LIMIT_MAX_REQUESTS": "100000",
         }
         server_env.pop("MESSAGE_QUEUE_URL", None)
         server_env.update(env or {})
