@@ -16,6 +16,9 @@ from nexus.extensions import cors, db, jwt, migrate, socketio
 from nexus.logs import configure_logging
 from nexus.realtime import broadcast, jsonenc, protocol, queue
 from nexus.realtime.events import ADMIN, CHAT, DEFAULT, PRESENCE
+
+# The namespaces this server registers, in order (the broadcast facade delivers on these).
+NAMESPACES = (DEFAULT, CHAT, PRESENCE, ADMIN)
 from nexus.realtime.gate import RoomGate
 from nexus.realtime.sessions import SessionRegistry
 
@@ -160,7 +163,13 @@ def register_socketio(app: Flask, settings: Config) -> None:
     metrics = Metrics()
     metrics.watch_connections(sessions, socketio.server)
     app.extensions["nexus.metrics"] = metrics
-    control = Control(socketio.server, sessions)
+    facade = broadcast.Broadcaster(
+        broadcast.ServerTransport(socketio.server),
+        NAMESPACES,
+        count=lambda event: metrics.events_emitted.labels(event).inc(),
+    )
+    broadcast.install(app, facade)
+    control = Control(socketio.server, sessions, facade)
     app.extensions["nexus.control"] = control
     if hasattr(manager, "control_handler"):
         manager.control_handler = control.handle
@@ -187,15 +196,6 @@ def register_socketio(app: Flask, settings: Config) -> None:
     for namespace in namespaces:
         socketio.on_namespace(namespace)
     app.extensions["nexus.admin"] = namespaces[-1]
-    emitted = metrics.events_emitted
-    broadcast.install(
-        app,
-        broadcast.Broadcaster(
-            broadcast.ServerTransport(socketio.server),
-            [n.namespace for n in namespaces],
-            count=lambda event: emitted.labels(event).inc(),
-        ),
-    )
 
 
 def _origin_checker(settings: Config) -> Any:

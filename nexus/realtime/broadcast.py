@@ -27,7 +27,7 @@ class Transport(Protocol):
     """Anything that can deliver an event to a room of a namespace."""
 
     def emit(
-        self, event: str, data: Any, *, room: str, namespace: str, skip_sid: str | None, local: bool = False
+        self, event: str, data: Any, *, room: str | None, namespace: str, skip_sid: str | None, local: bool = False
     ) -> None: ...
 
 
@@ -62,6 +62,13 @@ class Broadcaster:
         if self.count is not None:
             self.count(event)
         self.transport.emit(event, data, room=sid, namespace=namespace, skip_sid=None, local=True)
+
+    def emit_here(self, event: str, data: Any, *, namespace: str, room: str | None = None) -> None:
+        """Send to the sockets of this process only (a room of one namespace, or all of its sockets):
+        operational messages such as live stats and shutdown notices, which every instance sends itself."""
+        if self.count is not None:
+            self.count(event)
+        self.transport.emit(event, data, room=room, namespace=namespace, skip_sid=None, local=True)
 
     def deliver(self, emissions: Iterable[Emission]) -> None:
         for item in emissions:

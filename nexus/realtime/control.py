@@ -19,9 +19,10 @@ METHOD = "nexus_control"
 class Control:
     """Carries out control orders here, and sends them to the other instances."""
 
-    def __init__(self, server: Any, sessions: SessionRegistry):
+    def __init__(self, server: Any, sessions: SessionRegistry, broadcaster: Any):
         self.server = server
         self.sessions = sessions
+        self.broadcaster = broadcaster  # the app's facade; orders also arrive outside any app context
 
     def disconnect_user(self, user_id: int, reason: str) -> int:
         """Close every socket of a user, on every instance; returns how many were on this one."""
@@ -65,9 +66,7 @@ class Control:
             session = self.sessions.get(sid)
             if session is None:
                 continue
-            self.server.emit(
-                events.SESSION_REVOKED, {"reason": reason}, to=sid, namespace=session.namespace, ignore_queue=True
-            )
+            self.broadcaster.reply(events.SESSION_REVOKED, {"reason": reason}, sid=sid, namespace=session.namespace)
             self.server.disconnect(sid, namespace=session.namespace, ignore_queue=True)
         if sids:
             log.info("disconnected user=%s sockets=%d reason=%s", user_id, len(sids), reason)

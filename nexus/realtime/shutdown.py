@@ -65,9 +65,9 @@ class Shutdown:
         while self.in_flight.count > 0 and time.monotonic() < deadline - 1:
             self.socketio.sleep(0.05)
 
+        facade = self.app.extensions["nexus.broadcaster"]
         for namespace in list(server.namespace_handlers):
-            server.emit(events.SERVER_SHUTDOWN, {"reconnectAfterMs": reconnect_after_ms}, namespace=namespace,
-                        ignore_queue=True)
+            facade.emit_here(events.SERVER_SHUTDOWN, {"reconnectAfterMs": reconnect_after_ms}, namespace=namespace)
         self.socketio.sleep(min(NOTICE_FLUSH_S, max(0.0, deadline - time.monotonic())))
 
         dropped = 0

@@ -71,9 +71,8 @@ class AdminNamespace(NexusNamespace):
         """Post this instance's stats for the others, and push the cluster's to the admins here."""
         self.stats.publish()
         if any(session.namespace == self.namespace for session in self.sessions):
-            self.socketio.server.emit(
-                events.STATS, self.stats.cluster(), to=STATS_ROOM, namespace=self.namespace, ignore_queue=True
-            )
+            broadcast.broadcaster().emit_here(events.STATS, self.stats.cluster(), room=STATS_ROOM,
+                                              namespace=self.namespace)
 
     # -- helpers --------------------------------------------------------------------
 
