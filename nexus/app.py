@@ -127,8 +127,10 @@ def register_socketio(app: Flask, settings: Config) -> None:
     from nexus.stores import build_stores
     from nexus.stores.live_rooms import LiveRooms
 
-    protocol_logger: Any = logging.getLogger("socketio") if settings.protocol_debug else False
-    engine_logger: Any = logging.getLogger("engineio") if settings.protocol_debug else False
+    # Always Nexus's loggers (their level is set by nexus.logs): given False, engine.io would add a
+    # handler of its own, whose lines skip the formatter and the redaction.
+    protocol_logger: Any = logging.getLogger("socketio")
+    engine_logger: Any = logging.getLogger("engineio")
     origin_check = _origin_checker(settings)
     # The WebSocket handler refuses a cross-site upgrade before it answers 101 (nexus.server).
     app.extensions["nexus.origin_allowed"] = (lambda origin, environ: True) if origin_check == "*" else origin_check

@@ -20,6 +20,12 @@ _SECRET_PATTERNS = (
 )
 
 
+# An engine.io session id (20 characters of base64url) is a credential: whoever has it can poll
+# and post as that connection. Mixed case is required so that ordinary words are left alone.
+_SESSION_ID = re.compile(r"(?<![A-Za-z0-9_-])(?=[A-Za-z0-9_-]*[a-z])(?=[A-Za-z0-9_-]*[A-Z])[A-Za-z0-9_-]{20}(?![A-Za-z0-9_-])")
+_LINE_BREAKS = str.maketrans({"\r": "\\r", "\n": "\\n"})
+
+
 def redact(text: str) -> str:
     """Remove token material from a line of text."""
     for pattern, replacement in _SECRET_PATTERNS:
@@ -28,11 +34,14 @@ def redact(text: str) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """Formats the message early and scrubs it, so no argument can smuggle a token out."""
+    """Formats the message early and scrubs it, so no argument can smuggle a token out, nor a line
+    break forge a log line; the protocol loggers' lines lose their session ids too."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        cleaned = redact(message)
+        cleaned = redact(message).translate(_LINE_BREAKS)
+        if record.name.startswith(("engineio", "socketio")):
+            cleaned = _SESSION_ID.sub("[sid]", cleaned)
         if cleaned != message or record.args:
             record.msg, record.args = cleaned, None
         return True

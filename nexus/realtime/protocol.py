@@ -14,11 +14,36 @@ from nexus.realtime.acks import ack_requested_var
 
 log = logging.getLogger("nexus.realtime")
 
+# Socket.IO packet types 5 (BINARY_EVENT) and 6 (BINARY_ACK).
+BINARY_PACKET_TYPES = ("5", "6")
+
 
 def install(server: Any) -> None:
     """Wrap the server's per-event and per-message entry points."""
     _track_ack_requests(server)
+    _check_events(server)
     _guard_malformed_packets(server)
+
+
+class ProtocolViolation(ValueError):
+    """A packet no Socket.IO client sends: the connection is closed."""
+
+
+def _check_events(server: Any) -> None:
+    # Refused before python-socketio looks at them: an event on a namespace this connection has not
+    # joined (it would be dropped in silence), and an event without a name (it would raise inside
+    # python-socketio, with a traceback and no answer).
+    original = server._handle_event
+
+    def checked(eio_sid: str, namespace: Any, id: Any, data: Any) -> Any:
+        sid = server.manager.sid_from_eio_sid(eio_sid, namespace or "/")
+        if sid is None or not server.manager.is_connected(sid, namespace or "/"):
+            raise ProtocolViolation("event on a namespace the connection has not joined")
+        if not isinstance(data, list) or not data:
+            raise ProtocolViolation("event without a name")  # a name that is not text gets UNKNOWN_EVENT
+        return original(eio_sid, namespace, id, data)
+
+    server._handle_event = checked
 
 
 def _track_ack_requests(server: Any) -> None:
@@ -39,10 +64,17 @@ def _guard_malformed_packets(server: Any) -> None:
 
     def guarded(eio_sid: str, data: Any) -> Any:
         try:
+            if not isinstance(data, str) or data[:1] in BINARY_PACKET_TYPES:
+                # Nexus's events are JSON: binary packets and attachments (whose count a client
+                # chooses, and which python-socketio buffers without a bound) are refused.
+                raise ProtocolViolation("binary packets are not accepted")
             return original(eio_sid, data)
-        except ValueError as exc:  # bad JSON (orjson's error is a ValueError), unknown packet type
-            # The payload is the client's: log its kind, never its content.
-            log.warning("malformed packet from eio_sid=%s (%s); closing the connection", eio_sid, type(exc).__name__)
+        except (ValueError, IndexError, TypeError, KeyError, AttributeError) as exc:
+            # Bad JSON (orjson's error is a ValueError), unknown packet types, events without a name.
+            # The payload is the client's, and the session id a credential: log only the kind.
+            reason = str(exc) if isinstance(exc, ProtocolViolation) else type(exc).__name__
+            log.warning("malformed packet (%s); closing that connection", reason)
+            server._binary_packet.pop(eio_sid, None)
             server.start_background_task(server.eio.disconnect, eio_sid)
             return None
 

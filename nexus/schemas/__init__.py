@@ -7,6 +7,9 @@ from marshmallow import Schema, ValidationError
 
 from nexus.errors import NexusError
 
+#: Ids and sequence numbers are 32-bit integer columns: a larger one can name nothing.
+MAX_ID = 2**31 - 1
+
 
 def load(schema: Schema, data: Any) -> Any:
     """Validate with a schema; bad input becomes a VALIDATION_ERROR carrying the field messages."""

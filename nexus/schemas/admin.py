@@ -6,6 +6,7 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, fields, pre_load, validate
 
 from nexus.models import ROLES
+from nexus.schemas import MAX_ID
 
 
 class UserRefSchema(Schema):
@@ -14,7 +15,7 @@ class UserRefSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    user_id = fields.Integer(data_key="userId", required=True, strict=False, validate=validate.Range(min=1, max=2**53))
+    user_id = fields.Integer(data_key="userId", required=True, strict=False, validate=validate.Range(min=1, max=MAX_ID))
 
     @pre_load
     def _shape(self, data: Any, **_: Any) -> Any:
@@ -45,7 +46,7 @@ class NotificationRefSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    id = fields.Integer(required=True, strict=False, validate=validate.Range(min=1, max=2**53))
+    id = fields.Integer(required=True, strict=False, validate=validate.Range(min=1, max=MAX_ID))
 
     @pre_load
     def _shape(self, data: Any, **_: Any) -> Any:

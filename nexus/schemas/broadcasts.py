@@ -3,15 +3,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import (
+    EXCLUDE,
+    Schema,
+    ValidationError,
+    fields,
+    validate,
+    validates_schema,
+)
 
 from nexus.models import BROADCAST_KINDS
+from nexus.schemas import MAX_ID
 from nexus.schemas.chat import RoomName
 from nexus.schemas.users import DEPARTMENT
 
 KINDS = BROADCAST_KINDS
 NOTIFICATION_TYPES = ("info", "success", "warning", "error")
-MAX_ID = 2**53
 ACTION = validate.Regexp(r"^[A-Za-z0-9_.:-]{1,64}\Z", error="1 to 64 letters, digits or _ . : -")
 
 # What each kind needs besides the message: (attribute, wire name).

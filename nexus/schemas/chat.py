@@ -18,6 +18,7 @@ from marshmallow import (
 )
 
 from nexus.models import MESSAGE_TYPES
+from nexus.schemas import MAX_ID
 
 ROOM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 ROOM_NAME_ERROR = "1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit"
@@ -100,7 +101,7 @@ class MessageCreateSchema(Schema):
         unknown = EXCLUDE
 
     room = RoomName(data_key="roomId")
-    to = fields.Integer(strict=False, validate=validate.Range(min=1, max=2**53))
+    to = fields.Integer(strict=False, validate=validate.Range(min=1, max=MAX_ID))
     content = fields.String(required=True)
     type = fields.String(load_default="text", validate=validate.OneOf(MESSAGE_TYPES))
     attachment = fields.Nested(AttachmentSchema)
@@ -138,7 +139,7 @@ class MessageEditSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    message_id = fields.Integer(data_key="messageId", required=True, strict=False, validate=validate.Range(min=1))
+    message_id = fields.Integer(data_key="messageId", required=True, strict=False, validate=validate.Range(min=1, max=MAX_ID))
     content = fields.String(required=True)
 
     def __init__(self, *, max_length: int, **kwargs: Any):
@@ -156,7 +157,7 @@ class MessageRefSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    message_id = fields.Integer(data_key="messageId", required=True, strict=False, validate=validate.Range(min=1))
+    message_id = fields.Integer(data_key="messageId", required=True, strict=False, validate=validate.Range(min=1, max=MAX_ID))
 
     @pre_load
     def _shape(self, data: Any, **_: Any) -> Any:
@@ -185,7 +186,7 @@ class HistorySchema(Schema):
         unknown = EXCLUDE
 
     room = RoomName(data_key="roomId")
-    with_user = fields.Integer(data_key="with", strict=False, validate=validate.Range(min=1))
+    with_user = fields.Integer(data_key="with", strict=False, validate=validate.Range(min=1, max=MAX_ID))
     before = fields.Integer(strict=False, validate=validate.Range(min=1, max=2**53))
     after = fields.Integer(strict=False, validate=validate.Range(min=0, max=2**53))
     limit = fields.Integer(strict=False, load_default=50, validate=validate.Range(min=1))
@@ -203,7 +204,7 @@ class MarkReadSchema(Schema):
         unknown = EXCLUDE
 
     room = RoomName(data_key="roomId")
-    with_user = fields.Integer(data_key="with", strict=False, validate=validate.Range(min=1, max=2**53))
+    with_user = fields.Integer(data_key="with", strict=False, validate=validate.Range(min=1, max=MAX_ID))
     seq = fields.Integer(strict=True, required=True, validate=validate.Range(min=0, max=2**53))
 
     @pre_load
@@ -233,4 +234,4 @@ class MemberAddSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    user_id = fields.Integer(data_key="userId", required=True, strict=False, validate=validate.Range(min=1))
+    user_id = fields.Integer(data_key="userId", required=True, strict=False, validate=validate.Range(min=1, max=MAX_ID))

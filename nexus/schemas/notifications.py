@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from marshmallow import EXCLUDE, Schema, fields, validate
 
-from nexus.schemas.broadcasts import MAX_ID, NOTIFICATION_TYPES, PageSchema
+from nexus.schemas import MAX_ID
+from nexus.schemas.broadcasts import NOTIFICATION_TYPES, PageSchema
 
 
 class NotificationCreateSchema(Schema):

@@ -11,6 +11,7 @@ from nexus.errors import NexusError
 from nexus.extensions import db
 from nexus.models import Room, RoomMembership, User
 from nexus.realtime import broadcast, events
+from nexus.schemas import MAX_ID
 from nexus.stores.live_rooms import LiveRooms
 
 
@@ -64,7 +65,7 @@ def find_room(name: str) -> Room:
 
 
 def get_room(room_id: int) -> Room:
-    room = db.session.get(Room, room_id)
+    room = db.session.get(Room, room_id) if 0 < room_id <= MAX_ID else None
     if room is None or room.kind == "direct":
         raise NexusError("ROOM_NOT_FOUND")
     return room

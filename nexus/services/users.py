@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import functools
 import secrets
-from typing import Any
+from typing import Any, Callable, Iterable
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from nexus.errors import NexusError
 from nexus.extensions import db
 from nexus.models import ROLES, User
 from nexus.realtime import broadcast, events
-from nexus.schemas import load
+from nexus.schemas import MAX_ID, load
 from nexus.schemas.users import UserCreateSchema
 from nexus.services.rooms import Actor
 
@@ -63,7 +63,7 @@ def find_by_username(username: str) -> User | None:
 
 def get_user(user_id: int) -> User:
     """The account with this id; USER_NOT_FOUND otherwise."""
-    user = db.session.get(User, user_id)
+    user = db.session.get(User, user_id) if 0 < user_id <= MAX_ID else None
     if user is None:
         raise NexusError("USER_NOT_FOUND")
     return user
@@ -164,3 +164,52 @@ def set_role(actor: Actor, user_id: int, role: str) -> User:
     user.role = role
     db.session.commit()
     return user
+
+
+def change_role(actor: Actor, user_id: int, role: str, *, disconnect: Callable[[int, str], int]) -> User:
+    """set_role, then close the user's sockets where the new role must hold at once (a ban, a demotion)."""
+    previous = db.session.get(User, user_id)
+    before = previous.role if previous is not None else None
+    user = set_role(actor, user_id, role)
+    if role == "banned":
+        disconnect(user_id, "banned")
+    elif before in ("admin", "moderator") and role != before:
+        # Sockets keep the role they connected with: a demoted user reconnects with the new one.
+        disconnect(user_id, "role changed; reconnect")
+    return user
+
+
+def unban(actor: Actor, user_id: int) -> User:
+    """An admin lifts a ban: the account becomes a plain user again; CONFLICT if it was not banned."""
+    if not actor.is_admin:
+        raise NexusError("FORBIDDEN", "Administrators only.")
+    if get_user(user_id).role != "banned":
+        raise NexusError("CONFLICT", "This account is not banned.")
+    return set_role(actor, user_id, "user")
+
+
+def count_users(*, role: str | None = None, department: str | None = None, include_banned: bool = False) -> int:
+    """How many accounts have this role and department (banned ones left out unless asked for)."""
+    query = select(func.count()).select_from(User)
+    if role is not None:
+        query = query.where(User.role == role)
+    elif not include_banned:
+        query = query.where(User.role != "banned")
+    if department is not None:
+        query = query.where(User.department == department)
+    return db.session.scalar(query) or 0
+
+
+def departments(limit: int = 200) -> list[str]:
+    """The departments accounts belong to, in name order."""
+    query = select(User.department).where(User.department.is_not(None)).distinct().order_by(User.department)
+    return list(db.session.scalars(query.limit(limit)))
+
+
+def usernames(user_ids: Iterable[int]) -> dict[int, str]:
+    """The usernames of some accounts, in one query: {id: username} (unknown ids left out)."""
+    wanted = {user_id for user_id in user_ids if isinstance(user_id, int)}
+    if not wanted:
+        return {}
+    rows = db.session.execute(select(User.id, User.username).where(User.id.in_(wanted)))
+    return {user_id: username for user_id, username in rows}

@@ -210,12 +210,12 @@ class NexusNamespace(Namespace):
         def attempt(*args: Any) -> Any:
             sid = request.sid
             try:
-                if handler is None:
-                    raise NexusError("UNKNOWN_EVENT", f"Unknown event {str(event)[:64]!r}.")
                 session = self.sessions.get(sid)
                 if session is None:
                     raise NexusError("UNAUTHORIZED", "This connection is closing.")
-                self._limit(session, event, getattr(handler, "rate_cost", DEFAULT_COST))
+                self._limit(session, event, getattr(handler, "rate_cost", DEFAULT_COST))  # unknown ones too
+                if handler is None:
+                    raise NexusError("UNKNOWN_EVENT", f"Unknown event {str(event)[:64]!r}.")
                 expires = session.token_expires_at
                 if expires is not None and time.time() >= expires and event not in self.allowed_after_expiry:
                     raise NexusError("TOKEN_EXPIRED", "Your token has expired; send `authenticate` with a new one.")

@@ -146,6 +146,8 @@ class ChatEvents:
     def _join(self, session: SocketSession, name: str, since: int | None) -> dict[str, Any]:
         actor = session.actor()
         joined = self.chat.live.rooms_of(session.sid)
+        if self.socketio.server.manager.is_sid_room(self.namespace, name):
+            raise NexusError("FORBIDDEN", f"{name!r} is managed by the server and cannot be joined by name.")
         if name not in joined and len(joined) >= self.config.max_rooms_per_socket:
             raise NexusError("LIMIT_REACHED", f"At most {self.config.max_rooms_per_socket} rooms per connection.")
         room = rooms.join(
