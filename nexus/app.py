@@ -228,6 +228,9 @@ def register_blueprints(app: Flask) -> None:
     register_api(app)
     app.register_blueprint(ops.bp)
 
+    from nexus.dashboard import register_dashboard
+    register_dashboard(app)
+
 
 def register_rate_limits(app: Flask, settings: Config) -> None:
     """HTTP limits (Flask-Limiter) in the same storage as the event limits; the real client address."""

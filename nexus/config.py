@@ -74,6 +74,10 @@ class Config:
     log_json: bool = False
     protocol_debug: bool = False
     async_mode: str | None = None
+    dashboard_session_s: int = 8 * 3600
+    dashboard_secure_cookie: bool = False
+    # Where the socket.io-client browser bundle is (its dist/ folder); found in node_modules when unset.
+    socketio_client_dir: str | None = None
 
     @property
     def is_production(self) -> bool:
@@ -182,6 +186,11 @@ class Config:
             ),
             log_json=env.flag("NEXUS_LOG_JSON", default=production),
             protocol_debug=_protocol_debug(env.raw("DEBUG")),
+            dashboard_session_s=env.integer(
+                "NEXUS_DASHBOARD_SESSION_S", default=8 * 3600, minimum=60, maximum=30 * 86_400
+            ),
+            dashboard_secure_cookie=env.flag("NEXUS_DASHBOARD_SECURE_COOKIE", default=production),
+            socketio_client_dir=env.raw("NEXUS_SOCKETIO_CLIENT_DIR"),
         )
         values.update(overrides)
         return cls(**values)

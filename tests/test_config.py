@@ -189,3 +189,33 @@ def test_weak_service_api_keys_are_refused_without_quoting_them(tmp_path, value,
         return
     # Outside production a placeholder is allowed, for local setups and tests.
     assert load(tmp_path, NEXUS_SERVICE_API_KEYS=value).service_api_keys
+
+
+def test_dashboard_settings(tmp_path):
+    config = load(tmp_path)
+    assert config.dashboard_session_s == 8 * 3600
+    assert config.dashboard_secure_cookie is False  # plain http works on a developer's machine
+    assert config.socketio_client_dir is None
+    assert load(tmp_path, NEXUS_ENV="production", JWT_SECRET=SECRET).dashboard_secure_cookie is True
+    custom = load(
+        tmp_path,
+        NEXUS_DASHBOARD_SESSION_S="600",
+        NEXUS_DASHBOARD_SECURE_COOKIE="true",
+        NEXUS_SOCKETIO_CLIENT_DIR="/srv/assets/socket.io-client/dist",
+    )
+    assert custom.dashboard_session_s == 600 and custom.dashboard_secure_cookie is True
+    assert custom.socketio_client_dir == "/srv/assets/socket.io-client/dist"
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        ({"NEXUS_DASHBOARD_SESSION_S": "10"}, "NEXUS_DASHBOARD_SESSION_S"),
+        ({"NEXUS_DASHBOARD_SESSION_S": "forever"}, "NEXUS_DASHBOARD_SESSION_S"),
+        ({"NEXUS_DASHBOARD_SECURE_COOKIE": "sometimes"}, "NEXUS_DASHBOARD_SECURE_COOKIE"),
+    ],
+)
+def test_bad_dashboard_settings_name_the_variable(tmp_path, environ, variable):
+    with pytest.raises(ConfigError) as error:
+        load(tmp_path, **environ)
+    assert error.value.variable == variable

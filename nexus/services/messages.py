@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from nexus.errors import NexusError
@@ -306,3 +306,25 @@ def _attachment(value: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     names = {"mime_type": "mimeType"}
     return {names.get(key, key): item for key, item in value.items()}
+
+
+def room_page(*, q: str | None, after: str | None, limit: int) -> dict[str, Any]:
+    """Chat rooms in name order with their member counts, the page after a name: {rooms, nextCursor, hasMore}."""
+    from nexus.services.users import like_escape
+
+    members = (
+        select(func.count(RoomMembership.id)).where(RoomMembership.room_id == Room.id).scalar_subquery()
+    )
+    query = select(Room, members).where(Room.kind != "direct").order_by(Room.name).limit(limit + 1)
+    if q:
+        query = query.where(Room.name.ilike(f"%{like_escape(q)}%", escape="\\"))
+    if after:
+        query = query.where(Room.name > after)
+    rows = db.session.execute(query).all()
+    page = rows[:limit]
+    more = len(rows) > limit
+    return {
+        "rooms": [{**room.summary(), "memberCount": int(count or 0)} for room, count in page],
+        "nextCursor": page[-1][0].name if more else None,
+        "hasMore": more,
+    }

@@ -77,13 +77,7 @@ class AdminNamespace(NexusNamespace):
     # -- helpers --------------------------------------------------------------------
 
     def _set_role(self, session: SocketSession, user_id: int, role: str) -> dict[str, Any]:
-        before = users.get_user(user_id).role
-        user = users.set_role(session.actor(), user_id, role)
-        if role == "banned":
-            self.control.disconnect_user(user_id, "banned")
-        elif before in ("admin", "moderator") and role != before:
-            # Sockets keep the role they connected with: a demoted user reconnects with the new one.
-            self.control.disconnect_user(user_id, "role changed; reconnect")
+        user = users.change_role(session.actor(), user_id, role, disconnect=self.control.disconnect_user)
         return {"user": user.public_dict()}
 
     @staticmethod
