@@ -67,17 +67,7 @@ class Presence:
             if self.store.clear_away(user_id) and (self.store.chosen_status(user_id) or "online") == "online":
                 self._announce_status(user_id, "online", now)
             return False
-        status = self.store.chosen_status(user_id) or "online"
-        self.store.choose_status(user_id, status)  # kept while connected (clears a restore expiry)
-        user = self._save(user_id, status=status, last_seen=now)
-        if user is not None and status != "offline":
-            broadcast.emit_after_commit(
-                db.session,
-                events.USER_ONLINE,
-                {"userId": str(user_id), "userInfo": self.user_info(user)},
-                room=events.ALL_USERS_ROOM,
-                skip_sid=sid,
-            )
+        self._came_online(user_id, now, skip_sid=sid)
         db.session.commit()
         return True
 
@@ -114,17 +104,22 @@ class Presence:
     def back_online(self, user_ids: Iterable[int]) -> None:
         """Users whose sockets were presumed gone with a stalled instance that came back: online again."""
         for user_id in user_ids:
-            status = self.store.chosen_status(user_id) or "online"
-            self.store.choose_status(user_id, status)
-            user = self._save(user_id, status=status, last_seen=self.clock())
-            if user is not None and status != "offline":
-                broadcast.emit_after_commit(
-                    db.session,
-                    events.USER_ONLINE,
-                    {"userId": str(user_id), "userInfo": self.user_info(user)},
-                    room=events.ALL_USERS_ROOM,
-                )
+            self._came_online(user_id, self.clock(), skip_sid=None)
         db.session.commit()
+
+    def _came_online(self, user_id: int, now: float, *, skip_sid: str | None) -> None:
+        """Restore the user's chosen status and queue `user_online` (unless they chose to be invisible)."""
+        status = self.store.chosen_status(user_id) or "online"
+        self.store.choose_status(user_id, status)  # kept while connected (clears a restore expiry)
+        user = self._save(user_id, status=status, last_seen=now)
+        if user is not None and status != "offline":
+            broadcast.emit_after_commit(
+                db.session,
+                events.USER_ONLINE,
+                {"userId": str(user_id), "userInfo": self.user_info(user)},
+                room=events.ALL_USERS_ROOM,
+                skip_sid=skip_sid,
+            )
 
     # -- status and activity --------------------------------------------------------
 
