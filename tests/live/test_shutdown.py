@@ -55,8 +55,10 @@ def test_sigterm_keeps_acknowledged_messages_and_exits_within_the_grace(live_ser
 
     sender = threading.Thread(target=chatter, daemon=True)
     sender.start()
-    while len(acked) < 10:
+    deadline = time.monotonic() + 20
+    while len(acked) < 10 and time.monotonic() < deadline:
         sender.join(0.05)
+    assert len(acked) >= 10, "the chatter never got going"
     started = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(GRACE_S + 5) == 0
@@ -147,8 +149,10 @@ def test_twenty_clients_behind_nginx_move_to_the_other_instance(redis_channel, l
         senders = [threading.Thread(target=chatter, args=(c, n), daemon=True) for n, c in enumerate(clients)]
         for sender in senders:
             sender.start()
-        while len(acked) < 100:
+        deadline = time.monotonic() + 30
+        while len(acked) < 100 and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert len(acked) >= 100, "the clients never got going"
         started = time.monotonic()
         victim.process.send_signal(signal.SIGTERM)
         assert victim.process.wait(GRACE_S + 5) == 0
