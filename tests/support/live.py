@@ -143,9 +143,13 @@ class LiveServerFactory:
         return url, seeder
 
     def start(
-        self, database_url: str, *, kind: str = "serve", env: dict[str, str] | None = None, port: int | None = None
+        self, database_url: str, *, kind: str = "serve", env: dict[str, str] | None = None, port: int | None = None,
+        wait: bool = True,
     ) -> LiveServer:
-        """Start `nexus serve` (kind="serve") or the Procfile's web command (kind="procfile")."""
+        """Start `nexus serve` (kind="serve") or the Procfile's web command (kind="procfile").
+
+        With wait=False the process is started and returned at once (call its wait_ready), so
+        that several instances boot side by side."""
         port = port or services.free_port()
         index = len(self.servers)
         server_env = {
@@ -172,7 +176,8 @@ class LiveServerFactory:
             raise ValueError(kind)
         server = LiveServer(command, server_env, port, self.tmp_path / f"server-{index}.log")
         self.servers.append(server)
-        server.wait_ready()
+        if wait:
+            server.wait_ready()
         return server
 
     def stop_all(self) -> None:
