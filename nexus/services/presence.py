@@ -30,6 +30,7 @@ log = logging.getLogger("nexus.presence")
 SCOPE = "presence"
 STATUSES = ("online", "away", "busy", "offline")
 MAX_ONLINE_LIST = 1000
+ROSTER_TTL_S = 1.0
 
 
 def _dt(epoch: float) -> datetime:
@@ -51,6 +52,7 @@ class Presence:
         self._seen_here: dict[int, float] = {}  # last activity of a user on this instance
         self._stored: dict[int, float] = {}  # last activity written to the store from here
         self._last_seen_due: dict[int, float] = {}  # activity not yet written to the database
+        self._roster: tuple[tuple[int, ...], float, list[dict[str, Any]]] | None = None
 
     # -- connections ----------------------------------------------------------------
 
@@ -206,17 +208,39 @@ class Presence:
     # -- reading --------------------------------------------------------------------
 
     def online_users(self) -> list[dict[str, Any]]:
-        """The users others can see online (invisible ones left out), with status and last seen."""
-        ids = sorted(int(member) for member in self.tally.members(SCOPE))[:MAX_ONLINE_LIST]
+        """The users others can see online (invisible ones left out), with status and last seen.
+
+        Every new connection gets this list, so it is read with one column query (no ORM objects)
+        and the answer is reused while the set of online users is the same, for at most
+        ROSTER_TTL_S, or until a status or profile changes here (`forget_roster`). Changes made
+        meanwhile on other instances also reach the new socket as events: it is in `all_users`
+        before the list is built.
+        """
+        ids = tuple(sorted(int(member) for member in self.tally.members(SCOPE))[:MAX_ONLINE_LIST])
         if not ids:
             return []
-        users = db.session.scalars(select(User).where(User.id.in_(ids)).order_by(User.username)).all()
-        return [
-            {"userId": str(user.id), "userInfo": self.user_info(user), "status": user.status,
-             "lastSeen": isoformat(user.last_seen_at)}
-            for user in users
-            if user.status != "offline" and not user.is_banned
-        ]
+        now = time.monotonic()
+        cached = self._roster
+        if cached is not None and cached[0] == ids and now - cached[1] < ROSTER_TTL_S:
+            return cached[2]
+        rows = db.session.execute(
+            select(User.id, User.username, User.display_name, User.role, User.department, User.status,
+                   User.last_seen_at)
+            .where(User.id.in_(ids), User.status != "offline", User.role != "banned")
+            .order_by(User.username)
+        ).all()
+        roster = []
+        for user_id, username, display_name, role, department, status, last_seen_at in rows:
+            last_seen = isoformat(last_seen_at)
+            info = {"id": str(user_id), "username": username, "displayName": display_name, "role": role,
+                    "department": department, "status": status, "lastSeen": last_seen}
+            roster.append({"userId": str(user_id), "userInfo": info, "status": status, "lastSeen": last_seen})
+        self._roster = (ids, now, roster)
+        return roster
+
+    def forget_roster(self) -> None:
+        """A status or profile changed here: the next online list is read afresh."""
+        self._roster = None
 
     def is_online(self, user_id: int) -> bool:
         return str(user_id) in self.tally.members(SCOPE)
@@ -245,8 +269,8 @@ class Presence:
             )
         db.session.commit()
 
-    @staticmethod
-    def _save(user_id: int, *, status: str, last_seen: float | None) -> User | None:
+    def _save(self, user_id: int, *, status: str, last_seen: float | None) -> User | None:
+        self.forget_roster()
         user = db.session.get(User, user_id)
         if user is None:
             return None

@@ -5,6 +5,7 @@ import functools
 import secrets
 from typing import Any, Callable, Iterable
 
+from flask import current_app
 from sqlalchemy import func, or_, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -148,6 +149,7 @@ def update_profile(user_id: int, changes: dict[str, Any]) -> User:
         broadcast.emit_after_commit(
             db.session, events.USER_UPDATE, {"userId": str(user.id), "data": data}, room=events.ALL_USERS_ROOM
         )
+        _roster_changed()
     db.session.commit()
     return user
 
@@ -162,8 +164,16 @@ def set_role(actor: Actor, user_id: int, role: str) -> User:
         raise NexusError("CONFLICT", "Administrators cannot change their own role.")
     user = get_user(user_id)
     user.role = role
+    _roster_changed()
     db.session.commit()
     return user
+
+
+def _roster_changed() -> None:
+    """The online list carries roles and profiles: read it afresh after a change (nexus.services.presence)."""
+    presence = current_app.extensions.get("nexus.presence")
+    if presence is not None:
+        presence.forget_roster()
 
 
 def change_role(actor: Actor, user_id: int, role: str, *, disconnect: Callable[[int, str], int]) -> User:
