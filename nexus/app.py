@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from nexus.config import Config
 from nexus.extensions import cors, db, jwt, migrate, socketio
 from nexus.logs import configure_logging
-from nexus.realtime import broadcast, jsonenc, protocol, queue
+from nexus.realtime import broadcast, jsonenc, protocol, queue, transport
 from nexus.realtime.events import ADMIN, CHAT, DEFAULT, PRESENCE
 
 # The namespaces this server registers, in order (the broadcast facade delivers on these).
@@ -151,6 +151,7 @@ def register_socketio(app: Flask, settings: Config) -> None:
     options["client_manager"] = manager
     socketio.init_app(app, **options)
     protocol.install(socketio.server)
+    transport.install(socketio.server)
     app.wsgi_app = protocol.PollingBodyLimit(  # type: ignore[method-assign]
         app.wsgi_app, socketio.server, socketio.server_options.get("socketio_path", "socket.io"),
         settings.max_payload_bytes,
@@ -168,7 +169,7 @@ def register_socketio(app: Flask, settings: Config) -> None:
     facade = broadcast.Broadcaster(
         broadcast.ServerTransport(socketio.server),
         NAMESPACES,
-        count=lambda event: metrics.events_emitted.labels(event).inc(),
+        count=metrics.emitted,
     )
     broadcast.install(app, facade)
     control = Control(socketio.server, sessions, facade)
@@ -188,7 +189,8 @@ def register_socketio(app: Flask, settings: Config) -> None:
     app.extensions["nexus.shutdown"] = Shutdown(app, socketio, settings.shutdown_grace_s)
     limiter = EventLimiter(settings)
     app.extensions["nexus.limiter"] = limiter
-    common = dict(config=settings, sessions=sessions, presence=presence, limiter=limiter)
+    common = dict(config=settings, sessions=sessions, presence=presence, limiter=limiter, metrics=metrics,
+                  shutdown=app.extensions["nexus.shutdown"])
     namespaces = [
         DefaultNamespace(DEFAULT, chat=chat, **common),
         ChatNamespace(CHAT, chat=chat, **common),

@@ -76,6 +76,32 @@ class Metrics:
         self.queue_publish_failures = Counter("nexus_queue_publish_failures", "Failed message-queue publishes",
                                               **labelled)
         self.connections_opened = Counter("nexus_connections_opened", "Socket.IO connections accepted", **labelled)
+        # Event names are the namespaces' handlers plus "unknown": bounded, so the caches are too.
+        self._received: dict[str, Any] = {}
+        self._handled: dict[str, Any] = {}
+        self._emitted: dict[str, Any] = {}
+
+    def received(self, event: str) -> None:
+        """An event arrived (the hot path: label children are looked up once per event name)."""
+        try:
+            self._received[event].inc()
+        except KeyError:
+            child = self._received[event] = self.events_received.labels(event)
+            child.inc()
+
+    def handled(self, event: str, seconds: float) -> None:
+        try:
+            self._handled[event].observe(seconds)
+        except KeyError:
+            child = self._handled[event] = self.event_seconds.labels(event)
+            child.observe(seconds)
+
+    def emitted(self, event: str) -> None:
+        try:
+            self._emitted[event].inc()
+        except KeyError:
+            child = self._emitted[event] = self.events_emitted.labels(event)
+            child.inc()
 
     def uptime_s(self) -> float:
         return round(time.time() - self.started, 1)

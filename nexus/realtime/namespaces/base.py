@@ -14,6 +14,8 @@ from nexus.extensions import db
 from nexus.realtime import acks, broadcast, events
 from nexus.realtime.sessions import SessionRegistry, SocketSession
 from nexus.services import tokens
+from nexus.realtime.shutdown import Shutdown
+from nexus.services.metrics import Metrics
 from nexus.services.presence import Presence
 from nexus.services.ratelimit import EventLimiter, rate_key
 
@@ -58,18 +60,29 @@ class NexusNamespace(Namespace):
     allowed_after_expiry = frozenset({"ping", "authenticate"})
 
     def __init__(
-        self, namespace: str, *, config: Config, sessions: SessionRegistry, presence: Presence, limiter: EventLimiter
+        self,
+        namespace: str,
+        *,
+        config: Config,
+        sessions: SessionRegistry,
+        presence: Presence,
+        limiter: EventLimiter,
+        metrics: Metrics,
+        shutdown: Shutdown,
     ):
         super().__init__(namespace)
         self.config = config
         self.sessions = sessions
         self.presence = presence
         self.limiter = limiter
+        self.metrics = metrics
+        self.shutdown = shutdown
+        self.in_flight = shutdown.in_flight
 
     # -- connection ---------------------------------------------------------------
 
     def on_connect(self, auth: Any = None) -> None:
-        if current_app.extensions["nexus.shutdown"].closing:
+        if self.shutdown.closing:
             error = NexusError("UNAVAILABLE", "This server is shutting down; reconnect in a moment.")
             raise ConnectionRefusedError(error.message, error.to_dict())
         try:
@@ -81,7 +94,7 @@ class NexusNamespace(Namespace):
             error = acks.internal_error(exc, event="connect", sid=request.sid)
             raise ConnectionRefusedError(error.message, error.to_dict()) from None
         self.join_managed_rooms(session)
-        current_app.extensions["nexus.metrics"].connected()
+        self.metrics.connected()
         log.info(
             "connected ns=%s sid=%s user=%s", self.namespace, session.sid, session.user_id or "guest"
         )
@@ -195,46 +208,53 @@ class NexusNamespace(Namespace):
     def trigger_event(self, event: str, *args: Any) -> Any:
         if event in ("connect", "disconnect"):
             return super().trigger_event(event, *args)
+        # The hot path. Flask-SocketIO would build a Flask request context per event (URL matching,
+        # the cookie session); Nexus's handlers need only the app context (database session,
+        # current_app), and take the socket id from python-socketio's arguments.
+        sid, *data = args
+        environ = self.socketio.server.get_environ(sid, namespace=self.namespace)
+        if not environ:
+            return None  # the socket is gone
         handler = getattr(self, "on_" + event, None) if isinstance(event, str) else None
-        return self.socketio._handle_event(self._contract(event, handler), event, self.namespace, *args)
+        with environ["flask.app"].app_context():
+            return self._dispatch(event, handler, sid, data)
 
-    def _contract(self, event: str, handler: Handler | None) -> Handler:
+    def _dispatch(self, event: str, handler: Handler | None, sid: str, args: list[Any]) -> Any:
+        metrics = self.metrics
         label = event if handler is not None else "unknown"
+        metrics.received(label)
+        started = time.perf_counter()
+        try:
+            with self.in_flight:
+                return self._attempt(event, handler, sid, args)
+        finally:
+            metrics.handled(label, time.perf_counter() - started)
 
-        def run(*args: Any) -> Any:
-            metrics = current_app.extensions["nexus.metrics"]
-            metrics.events_received.labels(label).inc()
-            with current_app.extensions["nexus.shutdown"].in_flight, metrics.event_seconds.labels(label).time():
-                return attempt(*args)
-
-        def attempt(*args: Any) -> Any:
-            sid = request.sid
-            try:
-                session = self.sessions.get(sid)
-                if session is None:
-                    raise NexusError("UNAUTHORIZED", "This connection is closing.")
-                self._limit(session, event, getattr(handler, "rate_cost", DEFAULT_COST))  # unknown ones too
-                if handler is None:
-                    raise NexusError("UNKNOWN_EVENT", f"Unknown event {str(event)[:64]!r}.")
-                expires = session.token_expires_at
-                if expires is not None and time.time() >= expires and event not in self.allowed_after_expiry:
-                    raise NexusError("TOKEN_EXPIRED", "Your token has expired; send `authenticate` with a new one.")
-                self._touch(session)
-                result = handler(session, *args)
-                return self._answer(event, sid, acks.ok(**(result or {})))
-            except NexusError as exc:
-                return self._answer(event, sid, acks.failure(exc))
-            except Exception as exc:
-                return self._answer(event, sid, acks.failure(acks.internal_error(exc, event=event, sid=sid)))
-
-        return run
+    def _attempt(self, event: str, handler: Handler | None, sid: str, args: list[Any]) -> Any:
+        try:
+            session = self.sessions.get(sid)
+            if session is None:
+                raise NexusError("UNAUTHORIZED", "This connection is closing.")
+            self._limit(session, event, getattr(handler, "rate_cost", DEFAULT_COST))  # unknown ones too
+            if handler is None:
+                raise NexusError("UNKNOWN_EVENT", f"Unknown event {str(event)[:64]!r}.")
+            expires = session.token_expires_at
+            if expires is not None and time.time() >= expires and event not in self.allowed_after_expiry:
+                raise NexusError("TOKEN_EXPIRED", "Your token has expired; send `authenticate` with a new one.")
+            self._touch(session)
+            result = handler(session, *args)
+            return self._answer(event, sid, acks.ok(**(result or {})))
+        except NexusError as exc:
+            return self._answer(event, sid, acks.failure(exc))
+        except Exception as exc:
+            return self._answer(event, sid, acks.failure(acks.internal_error(exc, event=event, sid=sid)))
 
     def _limit(self, session: SocketSession, event: str, cost: int) -> None:
         verdict = self.limiter.check(rate_key(session.user_id, session.remote_addr), session.sid, cost)
         if verdict.allowed:
             return
         name = str(event)[:64]
-        current_app.extensions["nexus.metrics"].rate_limited.labels(name if hasattr(self, "on_" + name) else "unknown").inc()
+        self.metrics.rate_limited.labels(name if hasattr(self, "on_" + name) else "unknown").inc()
         log.info("rate limited ns=%s sid=%s user=%s event=%s", self.namespace, session.sid,
                  session.user_id or "guest", name)
         if verdict.notify:
@@ -255,7 +275,7 @@ class NexusNamespace(Namespace):
 
     def _answer(self, event: str, sid: str, payload: dict[str, Any]) -> dict[str, Any] | None:
         if not payload["success"]:
-            current_app.extensions["nexus.metrics"].error(payload["error"]["code"])
+            self.metrics.error(payload["error"]["code"])
         if acks.ack_requested():
             return payload
         if not payload["success"]:
