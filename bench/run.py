@@ -61,7 +61,7 @@ PG_DATABASE = "nexus_bench"
 REDIS_URL = os.environ.get("NEXUS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 BENCH_ROOM = "bench"
 ALL_SCENARIOS = ("a", "a10k", "b", "c", "d", "e", "f")
-DEFAULT_SCENARIOS = "a,a10k,b,c,d,e,f"
+DEFAULT_SCENARIOS = "a,b,c,d,e,f"
 TARGETS = ("node", "nexus")
 WANTED_NOFILE = 65536
 
@@ -86,7 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--scenarios", default=DEFAULT_SCENARIOS,
-                        help=f"comma-separated, from {','.join(ALL_SCENARIOS)} (default {DEFAULT_SCENARIOS})")
+                        help=f"comma-separated, from {','.join(ALL_SCENARIOS)}, or all (default {DEFAULT_SCENARIOS}; "
+                             "a10k takes minutes on Nexus, so it is asked for by name)")
     parser.add_argument("--targets", default="nexus,node",
                         help="nexus,node (default both); with one, the other's figures come from the last JSON")
     parser.add_argument("--quick", action="store_true",
@@ -125,6 +126,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
 
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    if args.scenarios == ["all"]:
+        args.scenarios = list(ALL_SCENARIOS)
     unknown = [s for s in args.scenarios if s not in ALL_SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(ALL_SCENARIOS)}")
@@ -558,6 +561,9 @@ def run_generator(bench: Bench, scenario: str, urls: list[str], options: dict[st
     process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=None, text=True, bufsize=1, start_new_session=True)
     _live.append(process)
+    generator_pid = process.pid
+    if hasattr(on_phase, "generator_pid"):
+        on_phase.generator_pid = generator_pid  # type: ignore[attr-defined]
     lines: queue.Queue[str | None] = queue.Queue()
 
     def pump() -> None:
@@ -596,35 +602,58 @@ def run_generator(bench: Bench, scenario: str, urls: list[str], options: dict[st
 
 
 class Measure:
-    """The driver's side of the phases: server CPU at measure_start/measure_end, RSS when clients are held."""
+    """The driver's side of the phases: server CPU between measure_start and measure_end (or warm and
+    held), RSS when clients are held, and how busy the rest of the machine was meanwhile."""
 
     def __init__(self, servers: list[Server], settle: float, profile: Callable[[str], None] | None = None):
         self.servers = servers
         self.settle = settle
         self.profile = profile
+        self.generator_pid: int | None = None
         self.data: dict[str, Any] = {}
-        self._cpu0 = 0.0
-        self._t0 = 0.0
+        self._start: tuple[float, float, float, float] | None = None
 
     def pids(self) -> list[int]:
         return [pid for server in self.servers for pid in server.all_pids()]
 
+    def _open_window(self) -> None:
+        generator = cpu_seconds([self.generator_pid]) if self.generator_pid else 0.0
+        self._start = (cpu_seconds(self.pids()), generator, machine_busy_seconds(), time.monotonic())
+
+    def _close_window(self) -> None:
+        if self._start is None:
+            return
+        server0, generator0, busy0, t0 = self._start
+        server = cpu_seconds(self.pids()) - server0
+        generator = (cpu_seconds([self.generator_pid]) if self.generator_pid else 0.0) - generator0
+        other = max(0.0, machine_busy_seconds() - busy0 - server - generator)
+        wall = time.monotonic() - t0
+        self.data.update(
+            serverCpuSeconds=round(server, 3),
+            wallSeconds=round(wall, 3),
+            serverCpuPercent=round(100 * server / wall, 1) if wall else None,
+            # CPU used by anything else on the machine meanwhile (other people's processes, Redis,
+            # PostgreSQL), in percent of one CPU: a busy machine makes every figure noisier.
+            otherCpuPercent=round(100 * other / wall, 1) if wall else None,
+        )
+        self._start = None
+
     def __call__(self, phase: str, message: dict[str, Any]) -> None:
         if phase == "measure_start":
-            self._cpu0, self._t0 = cpu_seconds(self.pids()), time.monotonic()
+            self._open_window()
             if self.profile:
                 self.profile("start")
         elif phase == "measure_end":
             if self.profile:
                 self.profile("stop")
-            cpu, wall = cpu_seconds(self.pids()) - self._cpu0, time.monotonic() - self._t0
-            self.data.update(serverCpuSeconds=round(cpu, 3), wallSeconds=round(wall, 3),
-                             serverCpuPercent=round(100 * cpu / wall, 1) if wall else None)
+            self._close_window()
         elif phase == "warm":
             time.sleep(self.settle)
             self.data["rssWarmKiB"] = sum(s.rss_kib() for s in self.servers)
             self.data["warmClients"] = message.get("clients")
+            self._open_window()
         elif phase == "held":
+            self._close_window()  # the CPU of connecting
             samples = []
             for _ in range(3):
                 time.sleep(self.settle)
@@ -632,6 +661,14 @@ class Measure:
             self.data["rssHeldKiB"] = samples[-1]
             self.data["rssHeldSamplesKiB"] = samples
             self.data["heldClients"] = message.get("clients")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all CPUs spent not idle since boot (/proc/stat)."""
+    with open("/proc/stat") as handle:
+        values = [int(v) for v in handle.readline().split()[1:]]
+    busy = sum(values[:8]) - values[3] - values[4]  # user..steal, less idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 # -- scenarios ------------------------------------------------------------------------------
@@ -706,7 +743,8 @@ def run_one(bench: Bench, key: str, target: str, scenario: str, options: dict[st
     finally:
         problems = []
         for server in servers:
-            stop_process(server.process)
+            # A server still busy with thousands of disconnects answers SIGTERM late.
+            stop_process(server.process, grace=15)
             problems.append(log_problems(server.log_path))
         if servers:
             merged = {k: sum(p[k] for p in problems) for k in ("warning", "error", "traceback")}
@@ -735,6 +773,8 @@ def derive(result: dict[str, Any]) -> dict[str, Any]:
     server = result.get("server", {})
     if "rssHeldKiB" in server and result.get("connected"):
         result["memoryPerConnectionKiB"] = round((server["rssHeldKiB"] - server["rssWarmKiB"]) / result["connected"], 2)
+    if server.get("serverCpuSeconds") is not None and result.get("connectSeconds") is not None and result.get("connected"):
+        result["serverCpuMsPerConnection"] = round(1e3 * server["serverCpuSeconds"] / result["connected"], 3)
     if server.get("serverCpuSeconds") is not None and result.get("deliveries"):
         result["serverCpuUsPerDelivery"] = round(1e6 * server["serverCpuSeconds"] / result["deliveries"], 2)
     if server.get("serverCpuSeconds") is not None and result.get("roundTrips"):
@@ -843,6 +883,7 @@ def build_table(runs: dict[str, Any], args: argparse.Namespace) -> list[dict[str
     n = args.clients
     row("a", "a", f"time to connect {n:,} clients (s)", ("connectSeconds",), "lower")
     row("a", "a", "memory per idle connection (KiB)", ("memoryPerConnectionKiB",), "lower", 1.0)
+    row("a", "a", "server CPU per connection (ms)", ("serverCpuMsPerConnection",), "lower")
     row("a", "a", "clients held", ("stillConnected",), "higher")
     n10 = args.clients_10k
     held = get(runs, "a10k", "nexus", "stillConnected")
@@ -855,6 +896,7 @@ def build_table(runs: dict[str, Any], args: argparse.Namespace) -> list[dict[str
         absolute_met=ok10, target_text=f"all {n10:,}")
     row("a10k", "a10k", f"time to connect {n10:,} clients (s)", ("connectSeconds",), "lower")
     row("a10k", "a10k", "memory per idle connection (KiB)", ("memoryPerConnectionKiB",), "lower")
+    row("a10k", "a10k", "server CPU per connection (ms)", ("serverCpuMsPerConnection",), "lower")
     def fanout_rows(label: str, key: str, target: float | None) -> None:
         row(label, key, "fan-out deliveries/s", ("deliveriesPerSecond",), "higher", target)
         row(label, key, "delivery latency p50 (ms)", ("latencyMs", "p50"), "lower")
@@ -1053,6 +1095,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = build_table(runs, args)
     print()
     text = print_table(rows)
+    busy = [f"{key}/{target} {result['server']['otherCpuPercent']:g}%"
+            for key, per in runs.items() for target, result in per.items()
+            if "carriedFrom" not in result and (result.get("server") or {}).get("otherCpuPercent", 0) > 15]
+    if busy:
+        note = ("note: other processes used CPU during these measurements (percent of one CPU), "
+                "so their figures are noisier: " + ", ".join(busy))
+        print(note, flush=True)
+        text += "\n" + note
     elapsed = round(time.monotonic() - started, 1)
     document = {
         "meta": {
