@@ -103,6 +103,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "profiled run are distorted by the sampling")
     parser.add_argument("--profile-format", choices=("speedscope", "flamegraph"), default="speedscope",
                         help="py-spy output: speedscope JSON (default) or an SVG flame graph")
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help="scratch folder: tokens, server logs, the SQLite database (default bench/.work)")
     parser.add_argument("--output", type=Path, default=None,
                         help="the JSON file (default bench/results/latest.json; quick runs: bench/results/quick.json)")
     sizes = parser.add_argument_group("sizes (defaults in brackets; --quick makes them tiny)")
@@ -332,7 +334,7 @@ class Bench:
     args: argparse.Namespace
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(48))
     database_url: str = ""
-    tokens_file: Path = WORK / "tokens.json"
+    tokens_file: Path = field(default_factory=lambda: WORK / "tokens.json")
     user_count: int = 0
     history_rooms: dict[str, int] = field(default_factory=dict)
     stamp: str = field(default_factory=lambda: dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
@@ -544,7 +546,7 @@ def _mint_tokens(bench: Bench) -> None:
         raise RuntimeError(f"expected {bench.user_count} bench users, found {len(tokens)}")
     bench.tokens_file.parent.mkdir(parents=True, exist_ok=True)
     bench.tokens_file.write_text(json.dumps({"users": tokens}))
-    log(f"{len(tokens)} access tokens written to {bench.tokens_file.relative_to(ROOT)}")
+    log(f"{len(tokens)} access tokens written to {bench.tokens_file}")
 
 
 # -- the generator --------------------------------------------------------------------------
@@ -749,7 +751,7 @@ def run_one(bench: Bench, key: str, target: str, scenario: str, options: dict[st
         if servers:
             merged = {k: sum(p[k] for p in problems) for k in ("warning", "error", "traceback")}
             merged["samples"] = [s for p in problems for s in p["samples"]][:5]
-            merged["logs"] = [str(s.log_path.relative_to(ROOT)) for s in servers]
+            merged["logs"] = [str(s.log_path) for s in servers]
             if merged["error"] or merged["traceback"]:
                 log(f"{target} logged {merged['error']} error line(s), {merged['traceback']} traceback(s): "
                     f"{merged['samples'][:2]}")
@@ -1042,6 +1044,9 @@ def carry_over(runs: dict[str, Any], args: argparse.Namespace, wanted: list[str]
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.work_dir is not None:
+        global WORK
+        WORK = args.work_dir.resolve()
     signal.signal(signal.SIGTERM, _on_sigterm)
     started = time.monotonic()
     nofile = raise_nofile()
