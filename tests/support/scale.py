@@ -106,7 +106,7 @@ def grid(
     with contextlib.ExitStack() as stack:
         # Entered first, left last: the Redis keys go once the processes that wrote them have stopped.
         channel = stack.enter_context(services.redis_channel())
-        stack.callback(_delete_exchange, queue_url, channel)
+        stack.callback(_delete_queue_leftovers, queue_url, channel)
         url = stack.enter_context(postgres_database())
         factory = LiveServerFactory(tmp_path, secret=secrets.token_urlsafe(40))
         stack.callback(factory.stop_all)
@@ -128,6 +128,7 @@ def grid(
         for server in the_grid.servers:
             server.wait_ready(READY_TIMEOUT_S)
             wait_until_ready(server)
+        redis_run = _redis_run_id()
         if worker:
             from tests.live.test_emitter import process_env
             from tests.live.test_worker import Worker
@@ -136,7 +137,25 @@ def grid(
             the_grid.worker = Worker(worker_env, tmp_path / "worker.log")
             stack.callback(the_grid.worker.stop)
             the_grid.worker.wait_ready()
-        yield the_grid
+        try:
+            yield the_grid
+        except AssertionError as exc:
+            if _redis_run_id() != redis_run:  # say so: every piece of shared state was lost with it
+                raise AssertionError(f"Redis was restarted during this test (another test run's outage "
+                                     f"test?), so the instances' shared state was lost: {exc}") from exc
+            raise
+
+
+def _redis_run_id() -> str | None:
+    with contextlib.suppress(Exception):
+        import redis
+
+        connection = redis.Redis.from_url(services.REDIS_URL, socket_connect_timeout=2)
+        try:
+            return connection.info("server")["run_id"]
+        finally:
+            connection.close()
+    return None
 
 
 def wait_until_ready(server: LiveServer, timeout: float = 20.0) -> None:
@@ -155,14 +174,24 @@ def wait_until_ready(server: LiveServer, timeout: float = 20.0) -> None:
     raise AssertionError(f"{server.url} not ready within {timeout}s: {last}")
 
 
-def _delete_exchange(queue_url: str, channel: str) -> None:
-    if not queue_url.startswith("amqp"):
-        return
+def _delete_queue_leftovers(queue_url: str, channel: str) -> None:
+    """kombu's bindings for the channel (Redis), or its fanout exchange (RabbitMQ)."""
     with contextlib.suppress(Exception):
-        import kombu
+        if queue_url.startswith("amqp"):
+            import kombu
 
-        with kombu.Connection(queue_url, connect_timeout=5) as connection:
-            kombu.Exchange(channel, type="fanout", durable=False)(connection.default_channel).delete()
+            with kombu.Connection(queue_url, connect_timeout=5) as connection:
+                kombu.Exchange(channel, type="fanout", durable=False)(connection.default_channel).delete()
+                kombu.Queue(f"{channel}.tasks")(connection.default_channel).delete()  # the worker's
+        import redis
+
+        connection = redis.Redis.from_url(services.REDIS_URL)
+        try:
+            keys = list(connection.scan_iter(match=f"*{channel}*", count=500))
+            if keys:
+                connection.delete(*keys)
+        finally:
+            connection.close()
 
 
 # -- clients that come back by themselves ---------------------------------------------------
