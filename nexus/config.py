@@ -68,6 +68,7 @@ class Config:
     ping_interval_ms: int = 25_000
     max_payload_bytes: int = 1_000_000
     websocket_compression: bool = False
+    max_backlog_bytes: int = 8 * 1024 * 1024
     auto_migrate: bool = True
     create_demo_users: bool = True
     log_level: str = "INFO"
@@ -179,6 +180,9 @@ class Config:
             ping_interval_ms=ping_interval,
             max_payload_bytes=env.integer("SOCKETIO_MAX_PAYLOAD", default=1_000_000, minimum=1024, maximum=100_000_000),
             websocket_compression=env.flag("SOCKETIO_WEBSOCKET_COMPRESSION", default=False),
+            max_backlog_bytes=env.integer(
+                "NEXUS_MAX_BACKLOG_BYTES", default=8 * 1024 * 1024, minimum=65_536, maximum=1_000_000_000
+            ),
             auto_migrate=env.flag("NEXUS_AUTO_MIGRATE", default=not production),
             create_demo_users=env.flag("NEXUS_DEMO_USERS", default=not production),
             log_level=env.choice(

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+from collections import deque
 from typing import Any
 
 import geventwebsocket.handler
@@ -27,19 +28,63 @@ class MessageTooBig(Exception):
     """A WebSocket message longer than the configured maximum."""
 
 
-class LimitedWebSocket(WebSocket):
-    """gevent-websocket's WebSocket with a size limit checked on each frame header, before its payload
-    is read: a huge frame is refused without buffering it. Messages split over continuation frames
-    count as a whole. Compression is never negotiated here, so a compressed (RSV1) frame is a
-    protocol error and is never inflated."""
+class SlowConsumer(Exception):
+    """A peer that stopped reading while the server kept writing to it."""
 
-    __slots__ = ("max_message_bytes", "_message_bytes")
+
+#: Bytes written to a WebSocket that its peer has not taken yet, beyond which the connection is
+#: dropped (a client that stopped reading must not grow the server's memory without a bound);
+#: NEXUS_MAX_BACKLOG_BYTES sets it.
+MAX_BACKLOG_BYTES = 8 * 1024 * 1024
+
+
+def frame_header(length: int, opcode: int = 0x1) -> bytes:
+    """The header of an unmasked, final server frame (RFC 6455 section 5.2)."""
+    if length < 126:
+        return bytes((0x80 | opcode, length))
+    if length < 65536:
+        return struct.pack("!BBH", 0x80 | opcode, 126, length)
+    return struct.pack("!BBQ", 0x80 | opcode, 127, length)
+
+
+def unmask(payload: bytes, mask: bytes) -> bytes:
+    """XOR a client frame's payload with its 4-byte mask, as whole integers (not byte by byte)."""
+    length = len(payload)
+    key = (mask * (length // 4 + 1))[:length]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(length, "little")
+
+
+class LimitedWebSocket(WebSocket):
+    """gevent-websocket's WebSocket with Nexus's reading and writing.
+
+    Reading: a size limit checked on each frame header, before its payload is read (a huge frame
+    is refused without buffering it; messages split over continuation frames count as a whole);
+    compression is never negotiated, so a compressed (RSV1) frame is a protocol error and is never
+    inflated; masks are removed with integer arithmetic and text is checked by one strict UTF-8
+    decode (gevent-websocket does both in Python, byte by byte, which cost more than the event).
+
+    Writing: a frame goes straight to the socket with one non-blocking send from whichever
+    greenlet emits it (a room broadcast writes to every member without switching greenlets);
+    what the kernel does not take waits, in order, in a backlog flushed by a greenlet that exists
+    only while there is one. A peer whose backlog passes NEXUS_MAX_BACKLOG_BYTES is disconnected.
+    """
+
+    __slots__ = ("max_message_bytes", "max_backlog_bytes", "_message_bytes", "_socket", "_raw", "_backlog",
+                 "_backlog_bytes", "_flusher")
 
     def __init__(self, environ: Any, stream: Any, handler: Any):
         super().__init__(environ, stream, handler)
         config = getattr(handler.application, "config", {}).get("NEXUS")
         self.max_message_bytes = config.max_payload_bytes if config is not None else DEFAULT_MAX_MESSAGE_BYTES
+        self.max_backlog_bytes = config.max_backlog_bytes if config is not None else MAX_BACKLOG_BYTES
         self._message_bytes = 0
+        self._socket = handler.socket  # gevent's socket: blocking sends park only the calling greenlet
+        self._raw = getattr(handler.socket, "_sock", None)  # the non-blocking OS socket beneath it
+        self._backlog: deque[Any] = deque()
+        self._backlog_bytes = 0
+        self._flusher: Any = None
+
+    # -- reading ----------------------------------------------------------------------
 
     def read_frame(self) -> Any:
         header = Header.decode_header(self.stream)
@@ -64,15 +109,85 @@ class LimitedWebSocket(WebSocket):
         if len(payload) != header.length:
             raise WebSocketError("Unexpected EOF reading frame payload")
         if header.mask:
-            payload = header.unmask_payload(payload)
+            payload = unmask(payload, header.mask)
         return header, payload
+
+    def validate_utf8(self, payload: Any) -> None:
+        """Text is validated once, whole, by the strict decode that turns it into a str."""
+
+    # -- writing ----------------------------------------------------------------------
+
+    def send_frame(self, message: Any, opcode: int) -> None:
+        if self.closed:
+            raise WebSocketError("Socket is dead")
+        if isinstance(message, str):
+            message = message.encode()
+        elif not isinstance(message, bytes):
+            message = bytes(message or b"")
+        self.write(frame_header(len(message), opcode) + message)
+
+    def write(self, data: bytes) -> None:
+        """Write bytes (whole frames) in order, without blocking the caller."""
+        if self._backlog:
+            self._queue(data)
+            return
+        try:
+            sent = self._raw.send(data) if self._raw is not None else 0
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise WebSocketError("Socket is dead") from exc
+        if sent < len(data):
+            self._queue(memoryview(data)[sent:])
+
+    def _queue(self, data: Any) -> None:
+        self._backlog.append(data)
+        self._backlog_bytes += len(data)
+        if self._backlog_bytes > self.max_backlog_bytes:
+            waiting = self._backlog_bytes
+            self._backlog.clear()
+            self._backlog_bytes = 0
+            server_log.warning("dropped a WebSocket whose client stopped reading (%d bytes waiting)", waiting)
+            self._abort()
+            raise WebSocketError("Socket is dead")
+        if self._flusher is None:
+            import gevent
+
+            self._flusher = gevent.spawn(self._flush)
+
+    def _flush(self) -> None:
+        try:
+            while self._backlog:
+                chunk = self._backlog[0]  # stays queued while it is written: later writes line up behind it
+                self._socket.sendall(chunk)
+                self._backlog.popleft()
+                self._backlog_bytes -= len(chunk)
+        except OSError:
+            self._backlog.clear()
+            self._backlog_bytes = 0
+        finally:
+            self._flusher = None
+
+    def flushed(self, timeout: float) -> bool:
+        """Wait (at most `timeout` seconds) until everything written has been handed to the kernel."""
+        flusher = self._flusher
+        if flusher is not None:
+            flusher.join(timeout)
+        return not self._backlog
+
+    def _abort(self) -> None:
+        # Shut the connection down under the reader, which then ends the session as a lost transport.
+        try:
+            self._socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def close(self, code: int = 1000, message: bytes = b"") -> None:
         """Send a close frame that carries its status code (gevent-websocket's leaves it out), once."""
         if self.closed:
             return
         try:
-            reason = message.encode() if isinstance(message, str) else bytes(message)
+            reason = message.encode() if isinstance(message, str) else bytes(message or b"")
             self.send_frame(struct.pack("!H", code) + reason[:123], opcode=self.OPCODE_CLOSE)
         except (WebSocketError, TypeError):
             pass  # the peer is gone; closing anyway

@@ -18,10 +18,13 @@ from typing import Any, Callable, Iterator
 
 import kombu
 import socketio
+from engineio import packet as eio_packet
+from socketio import packet as sio_packet
 
 from nexus.config import Config
 from nexus.realtime import jsonenc
 from nexus.realtime.gate import RoomGate, merged_skip
+from nexus.realtime.transport import DirectOutput
 
 log = logging.getLogger("nexus.queue")
 
@@ -415,7 +418,37 @@ class _GatedManager(socketio.Manager):
             held = self.gate.screen(namespace, room, event, data)
             if held:
                 skip_sid = merged_skip(skip_sid, held)
-        return super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs)
+        if callback is not None or namespace not in self.rooms:
+            return super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs)
+        return self._fan_out(event, data, namespace, room, skip_sid)
+
+    def _fan_out(self, event: str, data: Any, namespace: str, room: Any, skip_sid: Any) -> None:
+        """python-socketio's emit to a room, for the hot path: the packet is encoded once and its
+        WebSocket frame built once (nexus.realtime.transport), then written to each member's socket
+        from this greenlet; sockets still on long-polling get it through engine.io's queue."""
+        if isinstance(data, tuple):
+            data = list(data)
+        elif data is not None:
+            data = [data]
+        else:
+            data = []
+        skip = skip_sid if isinstance(skip_sid, (list, tuple, set, frozenset)) else (skip_sid,)
+        encoded = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event] + data).encode()
+        packets = [eio_packet.Packet(eio_packet.MESSAGE, part)
+                   for part in (encoded if isinstance(encoded, list) else [encoded])]
+        sockets = self.server.eio.sockets
+        send = self.server._send_eio_packet  # python-socketio's path (and what its test client records)
+        for sid, eio_sid in self.get_participants(namespace, room):
+            if sid in skip:
+                continue
+            sock = sockets.get(eio_sid)
+            output = None if sock is None or sock.closed else sock.queue
+            if type(output) is DirectOutput:
+                for pkt in packets:
+                    output.put(pkt)
+            else:
+                for pkt in packets:
+                    send(eio_sid, pkt)
 
 
 class LocalManager(_GatedManager):
