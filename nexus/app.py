@@ -145,6 +145,10 @@ def register_socketio(app: Flask, settings: Config) -> None:
         cookie=None,
         logger=protocol_logger,
         engineio_logger=engine_logger,
+        # A socket's events are handled in its own reader greenlet, one after the other, as a Node
+        # server does: no greenlet spawned per event, and a client's events keep their order.
+        # Handlers waiting on the database or Redis yield to every other connection meanwhile.
+        async_handlers=False,
     )
     manager = queue.client_manager(settings)
     manager.gate = RoomGate()

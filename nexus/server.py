@@ -175,6 +175,13 @@ class LimitedWebSocket(WebSocket):
             flusher.join(timeout)
         return not self._backlog
 
+    def stop_reading(self) -> None:
+        """Wake a reader still waiting on a connection that is over."""
+        try:
+            self._socket.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+
     def _abort(self) -> None:
         # Shut the connection down under the reader, which then ends the session as a lost transport.
         try:

@@ -35,6 +35,7 @@ from nexus.server import frame_header
 log = logging.getLogger("nexus.transport")
 
 _FRAME = "_nexus_frame"
+CLOSE_GRACE_S = 5.0
 
 
 def frame_of(pkt: Any) -> bytes:
@@ -73,6 +74,9 @@ class DirectOutput:
         if not self.closed:
             self.closed = True
             self.ws.close()
+            # The peer answers the close frame and the reader ends; one that never does (gone
+            # without a FIN) is cut off after a grace, so its reader does not wait forever.
+            gevent.spawn_later(CLOSE_GRACE_S, self.ws.stop_reading)
 
     # The rest of the queue interface engine.io may call on a WebSocket session.
     def join(self) -> None:
@@ -155,10 +159,8 @@ def run_websocket(sock: Any, ws: Any) -> None:
             raise ValueError("packet is too large")
         return data
 
-    try:
-        ws._socket.settimeout(server.ping_interval + server.ping_timeout)
-    except (AttributeError, OSError):
-        pass
+    # No socket timeout (gevent would arm a timer for every read): a peer that went silent is found
+    # by engine.io's ping timeout, which closes the session; DirectOutput.close then ends this reader.
     if sock.connected:  # an upgrade from long-polling: the probe handshake first
         sock.upgrading = True
         pkt = eio_packet.Packet(encoded_packet=receive())
