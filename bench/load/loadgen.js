@@ -295,6 +295,8 @@ async function scenarioConnect() {
 
   await phase("held", { clients: held.length });
   result.stillConnected = held.filter((socket) => socket.connected).length;
+  // Everything this generator holds open at once: the warm-up clients and the held ones.
+  result.concurrent = result.stillConnected + warm.filter((socket) => socket.connected).length;
   await closeAll();
 }
 
