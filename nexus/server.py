@@ -1,6 +1,7 @@
 """Serving Nexus: gevent's WSGI server with WebSocket support, standalone or under gunicorn."""
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import struct
@@ -28,8 +29,17 @@ class MessageTooBig(Exception):
     """A WebSocket message longer than the configured maximum."""
 
 
-class SlowConsumer(Exception):
-    """A peer that stopped reading while the server kept writing to it."""
+class _ReadElsewhere:
+    """Stands in for a WebSocket's HTTP read buffer once its frames are read from the socket."""
+
+    closed = True
+
+    def close(self) -> None:
+        pass
+
+
+_READ_ELSEWHERE = _ReadElsewhere()
+_NO_BODY = io.BytesIO(b"")
 
 
 #: Bytes written to a WebSocket that its peer has not taken yet, beyond which the connection is
@@ -70,7 +80,7 @@ class LimitedWebSocket(WebSocket):
     """
 
     __slots__ = ("max_message_bytes", "max_backlog_bytes", "_message_bytes", "_socket", "_raw", "_backlog",
-                 "_backlog_bytes", "_flusher")
+                 "_backlog_bytes", "_flusher", "_rbuf")
 
     def __init__(self, environ: Any, stream: Any, handler: Any):
         super().__init__(environ, stream, handler)
@@ -80,34 +90,87 @@ class LimitedWebSocket(WebSocket):
         self._message_bytes = 0
         self._socket = handler.socket  # gevent's socket: blocking sends park only the calling greenlet
         self._raw = getattr(handler.socket, "_sock", None)  # the non-blocking OS socket beneath it
-        self._backlog: deque[Any] = deque()
+        self._backlog: deque[Any] | None = None  # made when the kernel first refuses a write
         self._backlog_bytes = 0
         self._flusher: Any = None
+        self._rbuf = bytearray(self._take_over_reading(handler))
+        self.raw_read = stream.read = None  # bound to the released buffer; frames come from _fill
 
     # -- reading ----------------------------------------------------------------------
 
+    @staticmethod
+    def _take_over_reading(handler: Any) -> bytes:
+        """Read frames from the socket itself from now on, and let go of the HTTP request's 8 KiB
+        read buffer (every idle connection kept one). Returns what that buffer already held, read
+        without blocking (nothing, from a client that waits for the 101 as it must)."""
+        rfile = getattr(handler, "rfile", None)
+        if rfile is None or getattr(handler, "socket", None) is None:
+            return b""
+        held = b""
+        timeout = handler.socket.gettimeout()
+        try:
+            handler.socket.settimeout(0.0)
+            held = rfile.read1(65536) or b""
+        except OSError:
+            pass
+        finally:
+            handler.socket.settimeout(timeout)
+        handler.rfile = _READ_ELSEWHERE
+        handler.headers = None  # parsed into the environ already
+        environ = getattr(handler, "environ", None)
+        if environ is not None and environ.get("wsgi.input") is rfile:
+            environ["wsgi.input"] = _NO_BODY  # python-socketio keeps the environ for the connection's life
+        wsgi_input = getattr(handler, "wsgi_input", None)
+        if wsgi_input is not None and not (wsgi_input.content_length or wsgi_input.chunked_input):
+            wsgi_input.rfile = None  # a GET: nothing of its body is left to discard
+        return held
+
+    def _fill(self, size: int) -> bytearray:
+        """The read buffer, holding at least `size` bytes (blocking this greenlet until they came)."""
+        buffer = self._rbuf
+        while len(buffer) < size:
+            chunk = self._socket.recv(max(65536, size - len(buffer)))
+            if not chunk:
+                raise WebSocketError("Unexpected EOF")
+            buffer += chunk
+        return buffer
+
     def read_frame(self) -> Any:
-        header = Header.decode_header(self.stream)
+        buffer = self._fill(2)
+        first, second = buffer[0], buffer[1]
+        header = Header(fin=first & 0x80 == 0x80, opcode=first & 0x0F, flags=first & 0x70, length=second & 0x7F)
+        offset = 2
+        if header.opcode > 0x07:
+            if not header.fin:
+                raise ProtocolError("fragmented control frame")
+            if header.length > 125:
+                raise ProtocolError("control frame longer than 125 bytes")
+        if header.length == 126:
+            header.length = struct.unpack_from("!H", self._fill(4), 2)[0]
+            offset = 4
+        elif header.length == 127:
+            header.length = struct.unpack_from("!Q", self._fill(10), 2)[0]
+            offset = 10
+        if second & 0x80:
+            header.mask = bytes(self._fill(offset + 4)[offset:offset + 4])
+            offset += 4
+        else:
+            header.mask = b""
         if header.opcode in (self.OPCODE_TEXT, self.OPCODE_BINARY):
             self._message_bytes = 0
         if header.opcode in (self.OPCODE_TEXT, self.OPCODE_BINARY, self.OPCODE_CONTINUATION):
             self._message_bytes += header.length
-            if self._message_bytes > self.max_message_bytes:
+            if self._message_bytes > self.max_message_bytes:  # refused before its payload is read
                 raise MessageTooBig(f"message of more than {self.max_message_bytes} bytes")
-        return self._read_payload(header)
-
-    def _read_payload(self, header: Any) -> Any:
-        # The rest of gevent-websocket's read_frame, for a header already decoded.
         if header.flags:
             raise ProtocolError("reserved bits set (compression is not enabled)")
-        if not header.length:
-            return header, b""
-        try:
-            payload = self.raw_read(header.length)
-        except OSError:
-            payload = b""
-        if len(payload) != header.length:
-            raise WebSocketError("Unexpected EOF reading frame payload")
+        end = offset + header.length
+        buffer = self._fill(end)
+        payload = bytes(buffer[offset:end])
+        if len(buffer) == end:
+            self._rbuf = bytearray()  # an idle connection keeps no buffer
+        else:
+            del buffer[:end]
         if header.mask:
             payload = unmask(payload, header.mask)
         return header, payload
@@ -141,6 +204,8 @@ class LimitedWebSocket(WebSocket):
             self._queue(memoryview(data)[sent:])
 
     def _queue(self, data: Any) -> None:
+        if self._backlog is None:
+            self._backlog = deque()
         self._backlog.append(data)
         self._backlog_bytes += len(data)
         if self._backlog_bytes > self.max_backlog_bytes:
@@ -167,6 +232,8 @@ class LimitedWebSocket(WebSocket):
             self._backlog_bytes = 0
         finally:
             self._flusher = None
+            if not self._backlog:
+                self._backlog = None
 
     def flushed(self, timeout: float) -> bool:
         """Wait (at most `timeout` seconds) until everything written has been handed to the kernel."""

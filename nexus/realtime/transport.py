@@ -183,6 +183,7 @@ def run_websocket(sock: Any, ws: Any) -> None:
     output = DirectOutput(ws)
     waiting = sock.queue
     sock.queue = output  # from here on, sends write to the socket
+    pending = None
     while True:  # what was queued before, in order (no greenlet switch happens in this loop)
         try:
             pending = waiting.get_nowait()
@@ -190,6 +191,7 @@ def run_websocket(sock: Any, ws: Any) -> None:
             break
         waiting.task_done()
         output.put(pending)
+    del waiting, pending  # the old queue is not kept for the life of the connection
 
     try:
         while not output.closed:
