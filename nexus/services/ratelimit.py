@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 from threading import Lock
@@ -17,6 +18,26 @@ from limits.strategies import SlidingWindowCounterRateLimiter
 from nexus.config import Config
 
 log = logging.getLogger("nexus.ratelimit")
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *_: Any) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()
+
+
+def _cooperative() -> bool:
+    """True in a gevent server (threads are greenlets): no switch can happen inside a counter update."""
+    try:
+        from gevent import monkey
+    except ImportError:
+        return False
+    return monkey.is_module_patched("threading")
 
 
 class SweptMemoryStorage(MemoryStorage):
@@ -35,6 +56,10 @@ class SweptMemoryStorage(MemoryStorage):
         super().__init__(*args, **kwargs)
         self.timer.cancel()
         self._next_sweep = time.monotonic() + self.SWEEP_EVERY_S
+        if _cooperative():
+            # Greenlets switch only where they wait, and a counter update never waits: the
+            # per-key locks (gevent's Python-level RLock under monkey-patching) guard nothing here.
+            self.locks = defaultdict(lambda: _NO_LOCK)
 
     def _MemoryStorage__schedule_expiry(self) -> None:  # replaces MemoryStorage.__schedule_expiry
         now = time.monotonic()
