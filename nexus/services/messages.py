@@ -24,8 +24,9 @@ class Sent:
     created: bool
 
 
-def to_wire(message: Message, room: Room, sender: User | None) -> dict[str, Any]:
-    """A message as clients receive it (seed A's and seed B's field names)."""
+def to_wire(message: Message, room: Room, sender: User | Actor | None) -> dict[str, Any]:
+    """A message as clients receive it (seed A's and seed B's field names); the sender is the stored
+    user, or the acting socket's identity when it sends (both have username and display_name)."""
     deleted = message.deleted_at is not None
     sender_view = {
         "id": str(message.sender_id),
@@ -60,7 +61,7 @@ def send_to_room(actor: Actor, room_name: str, data: dict[str, Any]) -> Sent:
     if existing is not None:
         return existing
     message = _store(room, actor, data, recipient_id=None)
-    wire = to_wire(message, room, db.session.get(User, actor.user_id))
+    wire = to_wire(message, room, actor)  # the sender's names come with the socket, not from a query
     broadcast.emit_after_commit(db.session, events.ROOM_MESSAGE, wire, room=room.name)
     return _commit(actor, data, wire)
 
@@ -79,7 +80,7 @@ def send_direct(actor: Actor, to_user_id: int, data: dict[str, Any], *, sender_s
         return existing
     room = direct_room(actor.user_id, to_user_id)
     message = _store(room, actor, data, recipient_id=to_user_id)
-    wire = to_wire(message, room, db.session.get(User, actor.user_id))
+    wire = to_wire(message, room, actor)
     broadcast.emit_after_commit(db.session, events.NEW_MESSAGE, wire, room=events.user_room(to_user_id))
     if to_user_id != actor.user_id:  # the sender's other sockets see what they sent
         broadcast.emit_after_commit(

@@ -144,6 +144,7 @@ def update_profile(user_id: int, changes: dict[str, Any]) -> User:
     # A new department is not applied to the user's live sockets (their `department_<name>`
     # room is joined on connect): they pick up the new department on their next connection.
     if changed:
+        _refresh_live_sessions(user)
         public = user.public_dict()
         data = {wire: public[wire] for name, wire in EDITABLE_PROFILE_FIELDS.items() if name in changed}
         broadcast.emit_after_commit(
@@ -167,6 +168,17 @@ def set_role(actor: Actor, user_id: int, role: str) -> User:
     _roster_changed()
     db.session.commit()
     return user
+
+
+def _refresh_live_sessions(user: User) -> None:
+    """This instance's sockets of the user send under the new display name from now on."""
+    sessions = current_app.extensions.get("nexus.sessions")
+    if sessions is None:
+        return
+    for sid in list(sessions.sids_of_user(user.id)):
+        session = sessions.get(sid)
+        if session is not None:
+            session.display_name = user.display_name
 
 
 def _roster_changed() -> None:
