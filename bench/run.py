@@ -215,6 +215,33 @@ def stop_process(process: subprocess.Popen, grace: float = 8.0) -> int | None:
     return process.returncode
 
 
+def hold_lock(path: Path, what: str, wait_s: float = 1800) -> Any:
+    """An exclusive lock for the run's shared things (the work folder, the PostgreSQL database): a second
+    run started meanwhile waits for the first instead of dropping its database and tokens under it."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")
+    deadline = time.monotonic() + wait_s
+    announced = False
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            return handle  # kept open (and locked) until the process exits
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"bench: {what} is still in use by another run after {wait_s:.0f}s") from None
+            if not announced:
+                handle.seek(0)
+                log(f"another bench run (pid {handle.read().strip() or '?'}) is using {what}; waiting for it")
+                announced = True
+            time.sleep(2)
+
+
 def raise_nofile() -> tuple[int, int]:
     """Raise RLIMIT_NOFILE for this process and its children (10,000 clients need ~20,000 descriptors)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -1068,6 +1095,9 @@ def main(argv: list[str] | None = None) -> int:
     if os.cpu_count() and os.cpu_count() < 2:
         log("warning: one CPU: the server and the generator share it")
     WORK.mkdir(parents=True, exist_ok=True)
+    locks = [hold_lock(WORK / "run.lock", f"the work folder {WORK}")]
+    if "nexus" in args.targets and args.database == "postgres":
+        locks.append(hold_lock(Path("/tmp") / f"nexus-bench-{PG_DATABASE}.lock", f"the database {PG_DATABASE}"))
     (WORK / "logs").mkdir(exist_ok=True)
     for old in (WORK / "logs").glob("*.log"):
         old.unlink()
