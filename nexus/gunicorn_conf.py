@@ -10,4 +10,17 @@ timeout = 30
 keepalive = 75
 # One worker per instance: Flask-SocketIO keeps its sessions in the worker's memory.
 workers = 1
-worker_connections = 10_000
+# Connections the worker accepts at once (the file-descriptor limit is the other bound); past it
+# gunicorn stops accepting, and new clients wait in the listen queue.
+def _count(name: str, default: int) -> int:
+    raw = os.environ.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SystemExit(f"nexus: configuration error: {name}: must be a positive whole number, not {raw!r}")
+    return value
+
+
+worker_connections = _count("NEXUS_WORKER_CONNECTIONS", 50_000)

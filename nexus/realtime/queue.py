@@ -438,11 +438,17 @@ class _GatedManager(socketio.Manager):
                    for part in (encoded if isinstance(encoded, list) else [encoded])]
         sockets = self.server.eio.sockets
         send = self.server._send_eio_packet  # python-socketio's path (and what its test client records)
+        served = self.server.eio.async_mode == "gevent"  # real sessions (not the test client's)
         for sid, eio_sid in self.get_participants(namespace, room):
             if sid in skip:
                 continue
             sock = sockets.get(eio_sid)
-            output = None if sock is None or sock.closed else sock.queue
+            if sock is None or sock.closed:
+                if served:
+                    continue  # gone a moment ago (engine.io would log a warning per socket)
+                output = None
+            else:
+                output = sock.queue
             if type(output) is DirectOutput:
                 for pkt in packets:
                     output.put(pkt)

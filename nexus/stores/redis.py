@@ -90,13 +90,27 @@ return out
 """
 
 
-def connect(url: str) -> Any:
-    """A redis-py client with short timeouts (a dead Redis must not hang a handler for long)."""
+#: Connections one instance keeps to Redis. Beyond it a caller waits for a free one (up to
+#: POOL_WAIT_S) instead of failing: hundreds of sockets closing at once must all be counted out.
+POOL_SIZE = 50
+POOL_WAIT_S = 5
+
+
+def connect(url: str, pool_size: int = POOL_SIZE) -> Any:
+    """A redis-py client with short timeouts (a dead Redis must not hang a handler for long) and a
+    bounded pool that makes callers wait their turn."""
     import redis
 
-    return redis.Redis.from_url(
-        url, socket_connect_timeout=3, socket_timeout=5, health_check_interval=30, decode_responses=True
+    pool = redis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=pool_size,
+        timeout=POOL_WAIT_S,
+        socket_connect_timeout=3,
+        socket_timeout=5,
+        health_check_interval=30,
+        decode_responses=True,
     )
+    return redis.Redis(connection_pool=pool)
 
 
 class RedisTally:
