@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 from flask import Flask
 from sqlalchemy import event as sa_event
+from socketio import packet as socketio_packet
 from sqlalchemy.engine import Engine
 
 from nexus.config import Config
@@ -149,11 +150,15 @@ def register_socketio(app: Flask, settings: Config) -> None:
         # server does: no greenlet spawned per event, and a client's events keep their order.
         # Handlers waiting on the database or Redis yield to every other connection meanwhile.
         async_handlers=False,
+        serializer=protocol.JsonPacket,
     )
     manager = queue.client_manager(settings)
     manager.gate = RoomGate()
     options["client_manager"] = manager
     socketio.init_app(app, **options)
+    # python-socketio sets the json module on the server's packet class only; the base class is what
+    # the message-queue managers and the test client build packets with: orjson for them too.
+    socketio_packet.Packet.json = jsonenc
     protocol.install(socketio.server)
     transport.install(socketio.server)
     app.wsgi_app = protocol.PollingBodyLimit(  # type: ignore[method-assign]

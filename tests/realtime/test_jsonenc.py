@@ -8,10 +8,12 @@ from socketio import packet
 
 from nexus.extensions import socketio
 from nexus.realtime import jsonenc
+from nexus.realtime.protocol import JsonPacket
 
 
 def test_server_packets_use_orjson(app):
-    assert socketio.server.packet_class.json is jsonenc
+    assert socketio.server.packet_class is JsonPacket and socketio.server.packet_class.json is jsonenc
+    assert not JsonPacket.data_is_binary([{"users": [{"id": "1"}] * 3}])  # no walk of the payload
     encoded = packet.Packet(packet.EVENT, data=["room_message", {"id": 1, "content": "é✓"}]).encode()
     assert encoded == '2["room_message",{"id":1,"content":"é✓"}]'
 
