@@ -1,6 +1,7 @@
 """Marshmallow schemas shared by REST and socket handlers."""
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from marshmallow import Schema, ValidationError
@@ -9,6 +10,13 @@ from nexus.errors import NexusError
 
 #: Ids and sequence numbers are 32-bit integer columns: a larger one can name nothing.
 MAX_ID = 2**31 - 1
+
+
+@functools.lru_cache(maxsize=64)
+def schema(cls: type[Schema], **options: Any) -> Schema:
+    """One instance per schema class and options, reused for every event (building a marshmallow
+    schema costs more than loading with it; loading keeps no state in the instance)."""
+    return cls(**options)
 
 
 def load(schema: Schema, data: Any) -> Any:

@@ -9,7 +9,7 @@ from nexus.realtime.control import Control
 from nexus.realtime.namespaces.base import NexusNamespace
 from nexus.realtime.sessions import SocketSession
 from nexus.realtime.stats import StatsReporter
-from nexus.schemas import load
+from nexus.schemas import load, schema
 from nexus.schemas.admin import RoleSchema, UserRefSchema
 from nexus.schemas.broadcasts import BroadcastSchema
 from nexus.services import broadcasts, users
@@ -43,24 +43,24 @@ class AdminNamespace(NexusNamespace):
 
     def on_broadcast(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
         """{kind: system|admin|department|room|user, message, department?, room?, userId?, title?, type?}."""
-        data = load(BroadcastSchema(), payload)
+        data = load(schema(BroadcastSchema), payload)
         return {"kind": data["kind"], "broadcast": broadcasts.send(self._sender(session), data)}
 
     def on_get_stats(self, session: SocketSession, *_: Any) -> dict[str, Any]:
         return {"stats": self.cluster_stats()}
 
     def on_disconnect_user(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
-        user_id = load(UserRefSchema(), payload)["user_id"]
+        user_id = load(schema(UserRefSchema), payload)["user_id"]
         users.get_user(user_id)
         here = self.control.disconnect_user(user_id, "disconnected by an administrator")
         return {"userId": str(user_id), "disconnectedHere": here}
 
     def on_set_role(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
-        data = load(RoleSchema(), payload)
+        data = load(schema(RoleSchema), payload)
         return self._set_role(session, data["user_id"], data["role"])
 
     def on_ban_user(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
-        return self._set_role(session, load(UserRefSchema(), payload)["user_id"], "banned")
+        return self._set_role(session, load(schema(UserRefSchema), payload)["user_id"], "banned")
 
     # -- stats ----------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from nexus.realtime import broadcast, events
 from nexus.realtime.gate import RoomGate
 from nexus.realtime.namespaces.base import NexusNamespace, rate_cost
 from nexus.realtime.sessions import SocketSession
-from nexus.schemas import load
+from nexus.schemas import load, schema
 from nexus.schemas.chat import (
     HistorySchema,
     MarkReadSchema,
@@ -57,25 +57,25 @@ class ChatEvents:
 
     @rate_cost(2)
     def on_join_room(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
-        data = load(RoomRefSchema(), payload)
+        data = load(schema(RoomRefSchema), payload)
         return self._join(session, data["room"], data.get("since"))
 
     def on_leave_room(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
-        name = load(RoomRefSchema(), payload)["room"]
+        name = load(schema(RoomRefSchema), payload)["room"]
         if not self.chat.live.has_socket(name, session.sid):
             raise NexusError("NOT_FOUND", f"You are not in {name!r}.")
         count = self._leave(session, name)
         return {"roomId": name, "room": name, "memberCount": count}
 
     def on_room_info(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
-        name = load(RoomRefSchema(), payload)["room"]
+        name = load(schema(RoomRefSchema), payload)["room"]
         return {"room": rooms.info(session.actor(), rooms.find_room(name), self.chat.live), "roomId": name}
 
     # -- messages -------------------------------------------------------------------
 
     @rate_cost(3)
     def on_send_message(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
-        data = load(MessageCreateSchema(max_length=self.config.max_message_length), payload)
+        data = load(schema(MessageCreateSchema, max_length=self.config.max_message_length), payload)
         actor = session.actor()
         if "room" in data:
             sent = messages.send_to_room(actor, data["room"], data)
@@ -86,21 +86,21 @@ class ChatEvents:
 
     @rate_cost(2)
     def on_edit_message(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
-        data = load(MessageEditSchema(max_length=self.config.max_message_length), payload)
+        data = load(schema(MessageEditSchema, max_length=self.config.max_message_length), payload)
         return {"message": messages.edit(session.actor(), data["message_id"], data["content"])}
 
     @rate_cost(2)
     def on_delete_message(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
-        data = load(MessageRefSchema(), payload)
+        data = load(schema(MessageRefSchema), payload)
         return {"message": messages.delete(session.actor(), data["message_id"])}
 
     @rate_cost(2)
     def on_get_history(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
-        query = load(HistorySchema(), payload)
+        query = load(schema(HistorySchema), payload)
         return messages.history_page(session.actor(), query, max_limit=self.config.history_max_limit)
 
     def on_mark_read(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
-        data = load(MarkReadSchema(), payload)
+        data = load(schema(MarkReadSchema), payload)
         actor = session.actor()
         if "room" in data:
             seq = rooms.mark_read(actor, rooms.find_room(data["room"]), data["seq"])
@@ -130,7 +130,7 @@ class ChatEvents:
         results: dict[str, Any] = {}
         for name, seq in list(since.items())[:MAX_CATCHUP_ROOMS]:
             try:
-                ref = load(RoomRefSchema(), {"room": name, "since": seq})
+                ref = load(schema(RoomRefSchema), {"room": name, "since": seq})
                 results[ref["room"]] = self._join(session, ref["room"], ref["since"])
             except NexusError as exc:
                 results[str(name)[:64]] = {"success": False, "error": exc.to_dict()}
@@ -199,7 +199,7 @@ class ChatEvents:
             broadcast.reply(events.ROOM_MESSAGE, message, sid=session.sid, namespace=self.namespace)
 
     def _typing_room(self, session: SocketSession, payload: Any) -> str:
-        name = load(TypingSchema(), payload)["room"]
+        name = load(schema(TypingSchema), payload)["room"]
         if not self.chat.live.has_socket(name, session.sid):
             raise NexusError("FORBIDDEN", f"Join {name!r} first.")
         return name

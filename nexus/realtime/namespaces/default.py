@@ -11,7 +11,7 @@ from nexus.realtime.namespaces.base import NexusNamespace, rate_cost
 from nexus.realtime.namespaces.chat import ChatEvents
 from nexus.realtime.namespaces.presence import PresenceEvents
 from nexus.realtime.sessions import SocketSession
-from nexus.schemas import load
+from nexus.schemas import load, schema
 from nexus.schemas.admin import NotificationRefSchema, UserActionSchema
 from nexus.schemas.users import PingSchema
 from nexus.services import audit, notifications, rooms
@@ -48,7 +48,7 @@ class DefaultNamespace(ChatEvents, PresenceEvents, NexusNamespace):
 
     def on_ping(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
         """Seed A: ping(cb) answered by the ack; seed B: ping({timestamp}) answered by `pong`."""
-        data = load(PingSchema(), payload) if isinstance(payload, dict) else {}
+        data = load(schema(PingSchema), payload) if isinstance(payload, dict) else {}
         now = server_time()
         pong = {"timestamp": now["timestamp"], "serverTime": now["serverTime"]}
         if data.get("timestamp") is not None:
@@ -58,14 +58,14 @@ class DefaultNamespace(ChatEvents, PresenceEvents, NexusNamespace):
 
     def on_user_action(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
         """Seed B: user_action {action, data}, recorded for audit and never echoed to anyone."""
-        data = load(UserActionSchema(), payload)
+        data = load(schema(UserActionSchema), payload)
         return audit.record_action(session.actor(), data["action"], data["data"], instance_id=self.config.instance_id)
 
     def on_notification_read(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
         """Mark one of the user's notifications read."""
         if session.user_id is None:
             raise NexusError("FORBIDDEN", "Guests have no notifications.")
-        notification_id = load(NotificationRefSchema(), payload)["id"]
+        notification_id = load(schema(NotificationRefSchema), payload)["id"]
         return {"notification": notifications.mark_read(session.user_id, notification_id)}
 
     @rate_cost(2)

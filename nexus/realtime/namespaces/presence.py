@@ -6,7 +6,7 @@ from typing import Any
 from nexus.realtime import broadcast, events
 from nexus.realtime.namespaces.base import NexusNamespace
 from nexus.realtime.sessions import SocketSession
-from nexus.schemas import load
+from nexus.schemas import load, schema
 from nexus.schemas.users import StatusSchema
 
 
@@ -22,7 +22,7 @@ class PresenceEvents:
 
     def on_update_status(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
         """Seed A: update_status("online" | "away" | "busy" | "offline"); {status} is accepted too."""
-        status = load(StatusSchema(), payload)["status"]
+        status = load(schema(StatusSchema), payload)["status"]
         return self.presence.update_status(session.actor(), status)
 
     def on_get_online_users(self, session: SocketSession, *_: Any) -> dict[str, Any]:
