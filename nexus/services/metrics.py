@@ -83,25 +83,13 @@ class Metrics:
 
     def received(self, event: str) -> None:
         """An event arrived (the hot path: label children are looked up once per event name)."""
-        try:
-            self._received[event].inc()
-        except KeyError:
-            child = self._received[event] = self.events_received.labels(event)
-            child.inc()
+        _child(self._received, self.events_received, event).inc()
 
     def handled(self, event: str, seconds: float) -> None:
-        try:
-            self._handled[event].observe(seconds)
-        except KeyError:
-            child = self._handled[event] = self.event_seconds.labels(event)
-            child.observe(seconds)
+        _child(self._handled, self.event_seconds, event).observe(seconds)
 
     def emitted(self, event: str) -> None:
-        try:
-            self._emitted[event].inc()
-        except KeyError:
-            child = self._emitted[event] = self.events_emitted.labels(event)
-            child.inc()
+        _child(self._emitted, self.events_emitted, event).inc()
 
     def uptime_s(self) -> float:
         return round(time.time() - self.started, 1)
@@ -146,6 +134,14 @@ class _ConnectionsCollector:
         for (namespace, transport), count in sorted(counts.items()):
             family.add_metric([namespace, transport], count)
         yield family
+
+
+def _child(cache: dict[str, Any], metric: Any, label: str) -> Any:
+    """A labelled metric's child, cached (prometheus_client's labels() takes a lock and builds a key)."""
+    child = cache.get(label)
+    if child is None:
+        child = cache[label] = metric.labels(label)
+    return child
 
 
 def memory_rss_bytes() -> int:
