@@ -5,7 +5,7 @@ import logging
 import time
 from typing import Any, Callable
 
-from flask import current_app, request
+from flask import request
 from flask_socketio import ConnectionRefusedError, Namespace
 
 from nexus.config import Config
