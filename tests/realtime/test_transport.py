@@ -8,7 +8,7 @@ import struct
 import gevent
 import pytest
 from engineio import packet as eio_packet
-from geventwebsocket.websocket import Header
+from geventwebsocket.websocket import Header, Stream
 
 from nexus.realtime.transport import DirectOutput, frame_of
 from nexus.server import LimitedWebSocket, frame_header, unmask
@@ -53,13 +53,6 @@ class _Handler:
         self.application = None
 
 
-class _Stream:
-    def __init__(self, handler):
-        self.handler = handler
-        self.read = handler.rfile.read
-        self.write = handler.socket.sendall
-
-
 def _pair(server_sndbuf: int | None = None):
     from gevent import socket as gsocket
 
@@ -68,7 +61,7 @@ def _pair(server_sndbuf: int | None = None):
         server_side.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, server_sndbuf)
         client_side.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, server_sndbuf)
     handler = _Handler(server_side)
-    ws = LimitedWebSocket({}, _Stream(handler), handler)
+    ws = LimitedWebSocket({}, Stream(handler), handler)
     return ws, client_side
 
 
