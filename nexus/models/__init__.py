@@ -4,6 +4,7 @@ from nexus.models.actions import UserAction
 from nexus.models.broadcasts import BROADCAST_KINDS, Broadcast
 from nexus.models.messages import MESSAGE_TYPES, Message
 from nexus.models.notifications import Notification
+from nexus.models.outbox import OutboxEntry
 from nexus.models.rooms import ROOM_KINDS, Room, RoomMembership
 from nexus.models.tokens import RevokedToken
 from nexus.models.users import ROLES, STATUSES, User
@@ -17,6 +18,7 @@ __all__ = [
     "Broadcast",
     "Message",
     "Notification",
+    "OutboxEntry",
     "RevokedToken",
     "Room",
     "RoomMembership",

@@ -15,11 +15,13 @@ from flask import current_app
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
+from nexus import faults
 from nexus.realtime.events import namespaces_for
 
 log = logging.getLogger(__name__)
 
 _PENDING_KEY = "nexus.pending_events"
+_ENTRIES_KEY = "nexus.outbox_entries"
 _EXTENSION_KEY = "nexus.broadcaster"
 
 
@@ -33,12 +35,14 @@ class Transport(Protocol):
 
 @dataclass(frozen=True)
 class Emission:
-    """One event bound for one room."""
+    """One event bound for one room; a durable one is recorded in the outbox with its change."""
 
     event: str
     data: Any
     room: str
     skip_sid: str | None = None
+    durable: bool = False
+    message_id: int | None = None
 
 
 class Broadcaster:
@@ -48,6 +52,8 @@ class Broadcaster:
         self.transport = transport
         self.namespaces = frozenset(namespaces)
         self.count = count  # called once per emission (metrics)
+        # With a message queue: durable emissions go through the database (nexus.realtime.relay).
+        self.outbox: Any = None
 
     def emit(self, event: str, data: Any, *, room: str, skip_sid: str | None = None) -> None:
         """Send now."""
@@ -122,18 +128,60 @@ def reply(event: str, data: Any, *, sid: str, namespace: str) -> None:
     broadcaster().reply(event, data, sid=sid, namespace=namespace)
 
 
-def emit_after_commit(session: Session, event: str, data: Any, *, room: str, skip_sid: str | None = None) -> None:
-    """Queue an event on a database session: sent after its commit, dropped on rollback."""
-    session.info.setdefault(_PENDING_KEY, []).append(Emission(event, data, room, skip_sid))
+def emit_after_commit(
+    session: Session,
+    event: str,
+    data: Any,
+    *,
+    room: str,
+    skip_sid: str | None = None,
+    durable: bool = False,
+    message_id: int | None = None,
+) -> None:
+    """Queue an event on a database session: sent after its commit, dropped on rollback.
+
+    A durable event (one that reports a stored message, `message_id`) is also written to the
+    outbox in the same transaction when there is a message queue, so that it is published even
+    if this process dies right after the commit (nexus.realtime.relay).
+    """
+    session.info.setdefault(_PENDING_KEY, []).append(Emission(event, data, room, skip_sid, durable, message_id))
+
+
+def _record_durable(session: Session) -> None:
+    pending = session.info.get(_PENDING_KEY)
+    if not pending or _ENTRIES_KEY in session.info:
+        return
+    relay = broadcaster().outbox
+    if relay is None:
+        return
+    groups: dict[int | None, list[Emission]] = {}
+    for item in pending:
+        if item.durable:
+            groups.setdefault(item.message_id, []).append(item)
+    if groups:
+        session.info[_ENTRIES_KEY] = relay.record(session, groups)
 
 
 def _send_pending(session: Session) -> None:
     pending = session.info.pop(_PENDING_KEY, None)
-    if pending:
-        broadcaster().deliver(pending)
+    entries = session.info.pop(_ENTRIES_KEY, None)
+    if not pending:
+        return
+    faults.hit("after_commit", (item.data.get("clientMsgId") for item in pending if isinstance(item.data, dict)))
+    facade = broadcaster()
+    if not entries:
+        facade.deliver(pending)
+        return
+    for entry_id, emissions in entries:
+        facade.outbox.publish(entry_id, emissions, facade.deliver)
+    recorded = {id(item) for _, emissions in entries for item in emissions}
+    rest = [item for item in pending if id(item) not in recorded]
+    if rest:
+        facade.deliver(rest)
 
 
 def _drop_pending(session: Session) -> None:
+    session.info.pop(_ENTRIES_KEY, None)
     dropped = session.info.pop(_PENDING_KEY, None)
     if dropped:
         log.debug("dropped %d event(s) of a rolled-back transaction", len(dropped))
@@ -142,5 +190,6 @@ def _drop_pending(session: Session) -> None:
 def register_session_hooks(session_factory: Any) -> None:
     """Wire emit-after-commit into a session factory (flask-sqlalchemy's scoped session); idempotent."""
     if not sa_event.contains(session_factory, "after_commit", _send_pending):
+        sa_event.listen(session_factory, "before_commit", _record_durable)
         sa_event.listen(session_factory, "after_commit", _send_pending)
         sa_event.listen(session_factory, "after_rollback", _drop_pending)

@@ -403,3 +403,40 @@ def test_ready_says_unavailable_while_the_instance_shuts_down(app, client):
     body = response.get_json()
     assert body["failing"] == ["instance"] and body["checks"]["instance"]["error"] == "ShuttingDown"
     assert client.get("/health").status_code == 200  # still alive: only not taking new work
+
+
+def test_a_tracked_publication_is_confirmed_once_the_broker_takes_it_now_or_after_an_outage(outboxes):
+    broker = FakeBroker()
+    outbox = outboxes(broker)
+    confirmed: list[str] = []
+    assert outbox.put("now", done=lambda: confirmed.append("now")) is True
+    assert confirmed == ["now"]
+    broker.down = True
+    assert outbox.put("later", done=lambda: confirmed.append("later")) is False
+    assert confirmed == ["now"]  # kept, not yet confirmed
+    broker.down = False
+    assert outbox.flush(WAIT_S)
+    assert confirmed == ["now", "later"]
+    assert broker.sent == ["now", "later"]  # the broker gets the body, never the bookkeeping
+
+
+def test_a_publication_fires_once_when_every_message_of_an_entry_is_taken(outboxes):
+    broker = FakeBroker(down=True)
+    outbox = outboxes(broker)
+    fired: list[int] = []
+    publication = queue.Publication(lambda: fired.append(1))
+    with queue.tracking(publication):
+        for body in ("a", "b"):
+            publication.expect()
+            outbox.put(body, done=publication.confirm)
+    assert not publication.complete and fired == []
+    broker.down = False
+    assert outbox.flush(WAIT_S)
+    assert publication.complete and fired == [1]
+
+
+def test_a_publication_with_nothing_to_publish_is_complete_at_once():
+    fired: list[int] = []
+    with queue.tracking(queue.Publication(lambda: fired.append(1))) as publication:
+        pass
+    assert publication.complete and fired == [1]
