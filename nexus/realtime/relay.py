@@ -185,7 +185,8 @@ class OutboxRelay:
                 done.append(entry_id)
             self.republished += 1
         if done:
-            self._marks = [entry for entry in self._marks if entry not in set(done)]
+            taken = set(done)
+            self._marks = [entry for entry in self._marks if entry not in taken]
             db.session.execute(
                 update(OutboxEntry).where(OutboxEntry.id.in_(done)).values(published_at=utcnow())
             )
