@@ -77,8 +77,10 @@ def add_member(ref: str):
 
 @bp.delete("/rooms/<ref>/members/<int:user_id>")
 def remove_member(ref: str, user_id: int):
-    rooms.remove_member(current_actor(), _room(ref), user_id)
-    return jsonify({"success": True})
+    """The member's sockets leave the room on every instance before this answers; `lastSeq` is the
+    room's last message before the removal (nothing after it reaches them)."""
+    last_seq = rooms.remove_member(current_actor(), _room(ref), user_id)
+    return jsonify({"success": True, "userId": str(user_id), "lastSeq": last_seq})
 
 
 def _history(actor, args):

@@ -30,14 +30,20 @@ DEPARTMENT_MESSAGE = "department_message"
 SESSION_REVOKED = "session_revoked"
 STATS = "stats"
 SERVER_SHUTDOWN = "server_shutdown"
+# This socket was taken out of a room it may no longer read (removed, banned, role changed).
+REMOVED_FROM_ROOM = "removed_from_room"
+# Messages of a room this socket could not be sent in order (fetch them with get_history).
+MESSAGES_MISSED = "messages_missed"
 
 # Which namespaces serve each server event: a client of any of them that is in the
 # target room receives it. The default namespace serves everything (the seeds' clients).
 NAMESPACES_BY_EVENT: dict[str, tuple[str, ...]] = {
     ROOM_JOINED: (DEFAULT, CHAT),
     ROOM_LEFT: (DEFAULT, CHAT),
+    REMOVED_FROM_ROOM: (DEFAULT, CHAT),
     ROOM_MESSAGE: (DEFAULT, CHAT),
     NEW_MESSAGE: (DEFAULT, CHAT),
+    MESSAGES_MISSED: (DEFAULT, CHAT),
     MESSAGE_UPDATED: (DEFAULT, CHAT),
     MESSAGE_DELETED: (DEFAULT, CHAT),
     USER_TYPING: (DEFAULT, CHAT),

@@ -9,6 +9,10 @@ queue, is dropped instead of arriving twice.
 
 The screening happens in the client manager (see nexus.realtime.queue), where python-socketio
 fans an event out to the sockets of a room: it adds the held sockets to `skip_sid`.
+
+The gate also remembers, for a while, whose access to a room was just revoked (a member removed,
+a user banned or demoted; see nexus.realtime.control): such a user's sockets cannot enter the
+room again, and a catch-up already under way for them replays nothing more.
 """
 from __future__ import annotations
 
@@ -23,6 +27,9 @@ from nexus.realtime.events import ROOM_MESSAGE
 SCREEN_S = 30.0
 #: Live messages held for one socket during one catch-up, at most (the rest is for history paging).
 MAX_HELD = 1000
+#: How long a revocation keeps a user out of a room here: the database refuses them once the
+#: revoking transaction has committed, which is well within this.
+REVOKED_S = 30.0
 
 
 @dataclass
@@ -42,6 +49,7 @@ class RoomGate:
         self.max_held = max_held
         self._lock = Lock()
         self._rooms: dict[tuple[str, str], dict[str, _Hold]] = {}
+        self._revoked: dict[tuple[str | None, int], float] = {}  # (room or None for all, user) -> until
 
     def hold(self, namespace: str, room: str, sid: str) -> None:
         """From now on, live `room_message` events for this socket in this room are held back."""
@@ -116,7 +124,34 @@ class RoomGate:
                         removed += 1
                 if not sockets:
                     del self._rooms[key]
+            for key, until in list(self._revoked.items()):
+                if now > until:
+                    del self._revoked[key]
         return removed
+
+    def revoke(self, room: str | None, user_id: int, ttl_s: float = REVOKED_S) -> None:
+        """Keep a user out of a room (every room with `room=None`) here for `ttl_s` seconds."""
+        with self._lock:
+            self._revoked[(room, user_id)] = time.monotonic() + ttl_s
+
+    def restore(self, room: str | None, user_id: int) -> None:
+        """Lift a revocation (the user was added back, or the revoking change did not commit)."""
+        with self._lock:
+            self._revoked.pop((room, user_id), None)
+
+    def is_revoked(self, room: str, user_id: int | None) -> bool:
+        """True while the user's access to the room is being (or was just) revoked."""
+        if not self._revoked or user_id is None:
+            return False
+        now = time.monotonic()
+        with self._lock:
+            for key in ((room, user_id), (None, user_id)):
+                until = self._revoked.get(key)
+                if until is not None:
+                    if now < until:
+                        return True
+                    del self._revoked[key]
+        return False
 
     def __len__(self) -> int:
         return sum(len(sockets) for sockets in self._rooms.values())

@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from flask import current_app, has_app_context
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from nexus.errors import NexusError
@@ -126,23 +127,52 @@ def create(actor: Actor, name: str, kind: str, topic: str | None) -> Room:
 
 
 def add_member(actor: Actor, room: Room, user_id: int) -> RoomMembership:
-    """Owner or admin adds a member (idempotent)."""
+    """Owner or admin adds a member (idempotent); a member removed a moment ago may join again at once."""
     _require_owner_or_admin(actor, room)
     if db.session.get(User, user_id) is None:
         raise NexusError("USER_NOT_FOUND")
-    return membership(room, user_id) or _add_membership(room, user_id, "member")
+    member = membership(room, user_id) or _add_membership(room, user_id, "member")
+    control = access_control()
+    if control is not None:
+        control.restore(user_id, room.name)
+    return member
 
 
-def remove_member(actor: Actor, room: Room, user_id: int) -> None:
-    """Owner or admin removes a member (the owner cannot be removed)."""
+def remove_member(actor: Actor, room: Room, user_id: int) -> int:
+    """Owner or admin removes a member (the owner cannot be removed); returns the room's last seq
+    before the removal.
+
+    The member's sockets leave the room on every instance before the removal commits (see
+    nexus.realtime.control): the room's row is locked first, as sending a message does to take
+    its seq, so every message with a seq above the returned one is committed after the removal
+    and never reaches the removed member.
+    """
     _require_owner_or_admin(actor, room)
     member = membership(room, user_id)
     if member is None:
         raise NexusError("NOT_FOUND", "That user is not a member.")
     if member.role == "owner":
         raise NexusError("CONFLICT", "The owner cannot be removed.")
-    db.session.delete(member)
-    db.session.commit()
+    try:
+        last_seq = db.session.execute(
+            update(Room).where(Room.id == room.id).values(last_seq=Room.last_seq).returning(Room.last_seq)
+        ).scalar_one()
+        db.session.delete(member)
+        db.session.flush()
+        control = access_control()
+        if control is not None:
+            control.revoke(user_id, "removed", room=room.name, last_seq=last_seq)
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+    return last_seq
+
+
+def access_control() -> Any:
+    """This process's control channel (nexus.realtime.control), which takes sockets out of rooms on
+    every instance; None outside a server (a script, a worker)."""
+    return current_app.extensions.get("nexus.control") if has_app_context() else None
 
 
 def visible_rooms(actor: Actor) -> list[tuple[Room, RoomMembership | None]]:

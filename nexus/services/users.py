@@ -11,11 +11,11 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from nexus.errors import NexusError
 from nexus.extensions import db
-from nexus.models import ROLES, User
+from nexus.models import ROLES, Room, RoomMembership, User
 from nexus.realtime import broadcast, events
 from nexus.schemas import MAX_ID, load
 from nexus.schemas.users import UserCreateSchema
-from nexus.services.rooms import Actor
+from nexus.services.rooms import Actor, access_control
 
 # Profile fields a user may change on their own account, and their public (wire) names.
 EDITABLE_PROFILE_FIELDS = {"display_name": "displayName", "department": "department"}
@@ -155,8 +155,11 @@ def update_profile(user_id: int, changes: dict[str, Any]) -> User:
     return user
 
 
-def set_role(actor: Actor, user_id: int, role: str) -> User:
-    """An admin changes a user's role ("banned" bans them); never their own role."""
+def set_role(
+    actor: Actor, user_id: int, role: str, *, before_commit: Callable[[User], None] | None = None
+) -> User:
+    """An admin changes a user's role ("banned" bans them); never their own role. `before_commit`
+    runs inside the transaction, with the new role set (it may raise to roll the change back)."""
     if not actor.is_admin:
         raise NexusError("FORBIDDEN", "Administrators only.")
     if role not in ROLES:
@@ -166,6 +169,8 @@ def set_role(actor: Actor, user_id: int, role: str) -> User:
     user = get_user(user_id)
     user.role = role
     _roster_changed()
+    if before_commit is not None:
+        before_commit(user)
     db.session.commit()
     return user
 
@@ -189,10 +194,34 @@ def _roster_changed() -> None:
 
 
 def change_role(actor: Actor, user_id: int, role: str, *, disconnect: Callable[[int, str], int]) -> User:
-    """set_role, then close the user's sockets where the new role must hold at once (a ban, a demotion)."""
+    """set_role, then close the user's sockets where the new role must hold at once (a ban, a demotion).
+
+    Before the change commits, the user's sockets leave every room the new role no longer lets
+    them read, on every instance (see nexus.realtime.control): every room for a ban; for an
+    administrator who is one no more, the rooms they are not a member of (private rooms they
+    read as an administrator). No message committed after the change reaches them there.
+    """
     previous = db.session.get(User, user_id)
     before = previous.role if previous is not None else None
-    user = set_role(actor, user_id, role)
+
+    def revoke(user: User) -> None:
+        control = access_control()
+        if control is None:
+            return
+        if role == "banned" and before != "banned":
+            control.revoke(user.id, "banned", role=role)
+        elif before == "admin" and role != "admin":
+            keep = db.session.scalars(
+                select(Room.name).join(RoomMembership, RoomMembership.room_id == Room.id)
+                .where(RoomMembership.user_id == user.id)
+            ).all()
+            control.revoke(user.id, "role_changed", keep=list(keep), role=role)
+
+    try:
+        user = set_role(actor, user_id, role, before_commit=revoke)
+    except BaseException:
+        db.session.rollback()
+        raise
     if role == "banned":
         disconnect(user_id, "banned")
     elif before in ("admin", "moderator") and role != before:

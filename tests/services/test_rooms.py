@@ -112,3 +112,141 @@ def test_room_info_lists_members_and_refuses_outsiders(db, make_user):
     with pytest.raises(NexusError) as refused:
         rooms.info(outsider, room, live)
     assert refused.value.code == "FORBIDDEN"
+
+
+# -- revoking access on every instance ------------------------------------------------------------
+
+
+class FakeQueue:
+    """Stands in for the message queue of a control channel: records orders, answers for peers."""
+
+    def __init__(self, control, peers=("b", "c"), answering=("b", "c")):
+        self.control = control
+        self.orders = []
+        self.answering = answering
+        control._queued = lambda: True
+        control._publish = self.publish
+        control.peers = lambda: {*peers, control.instance_id}
+
+    def publish(self, order):
+        self.orders.append(order)
+        if order["action"] == "revoke":
+            for instance in self.answering:  # each peer carries it out and acknowledges
+                self.control.handle({"method": "nexus_control", "host_id": f"host-{instance}", "action": "revoke_ack",
+                                     "orderId": order["orderId"], "origin": order["origin"], "instance": instance})
+
+
+def test_a_removal_commits_once_every_live_instance_has_carried_it_out(app, db, make_user):
+    owner, bob = actor_of(make_user("owner")), actor_of(make_user("bob"))
+    room = rooms.create(owner, "secret", "private", None)
+    rooms.add_member(owner, room, bob.user_id)
+    queue = FakeQueue(app.extensions["nexus.control"])
+    assert rooms.remove_member(owner, room, bob.user_id) == 0
+    [order] = [o for o in queue.orders if o["action"] == "revoke"]
+    assert (order["userId"], order["room"], order["reason"], order["lastSeq"]) == (bob.user_id, "secret", "removed", 0)
+    assert rooms.membership(room, bob.user_id) is None
+
+
+def test_a_removal_not_confirmed_by_every_instance_is_rolled_back(app, db, make_user, monkeypatch):
+    from nexus.realtime import control as control_module
+
+    monkeypatch.setattr(control_module, "REVOKE_WAIT_S", 0.2)
+    owner, bob = actor_of(make_user("owner")), actor_of(make_user("bob"))
+    room = rooms.create(owner, "secret", "private", None)
+    rooms.add_member(owner, room, bob.user_id)
+    control = app.extensions["nexus.control"]
+    queue = FakeQueue(control, answering=("b",))  # "c" is stalled
+    with pytest.raises(NexusError) as refused:
+        rooms.remove_member(owner, room, bob.user_id)
+    assert refused.value.code == "UNAVAILABLE" and refused.value.retry_after_ms > 0
+    assert rooms.membership(room, bob.user_id) is not None  # still a member: nothing half done
+    assert [o["action"] for o in queue.orders] == ["revoke", "restore"]
+    assert not control.chat.gate.is_revoked("secret", bob.user_id)
+
+
+def test_a_revocation_order_from_another_instance_is_carried_out_and_acknowledged(
+    app, db, make_user, socket_client, token_for
+):
+    import time
+
+    owner, bob_user = make_user("owner"), make_user("bob")
+    bob = actor_of(bob_user)
+    room = rooms.create(actor_of(owner), "secret", "private", None)
+    rooms.add_member(actor_of(owner), room, bob.user_id)
+    bob_socket = socket_client(token=token_for(bob_user))
+    assert bob_socket.emit("join_room", "secret", callback=True)["success"]
+    bob_socket.get_received()
+    control = app.extensions["nexus.control"]
+    queue = FakeQueue(control)
+    order = {"method": "nexus_control", "host_id": "host-b", "action": "revoke", "orderId": "o1", "origin": "b",
+             "expires": time.time() + 5, "userId": bob.user_id, "reason": "removed", "room": "secret",
+             "keep": None, "role": None, "lastSeq": 7}
+    control.handle(order)
+    events = bob_socket.get_received()
+    assert [(e["name"], e["args"][0]) for e in events if e["name"] == "removed_from_room"] == [
+        ("removed_from_room", {"roomId": "secret", "room": "secret", "reason": "removed", "lastSeq": 7})
+    ]
+    assert queue.orders == [{"action": "revoke_ack", "orderId": "o1", "origin": "b", "instance": control.instance_id}]
+    assert control.chat.gate.is_revoked("secret", bob.user_id)
+    assert bob_socket.emit("join_room", "secret", callback=True)["error"]["code"] == "FORBIDDEN"
+    # An order that comes too late (its origin gave up on it) is ignored.
+    control.handle({**order, "orderId": "o2", "room": "other", "expires": time.time() - 1})
+    assert len(queue.orders) == 1 and not control.chat.gate.is_revoked("other", bob.user_id)
+
+
+def test_a_revocation_refused_while_the_instance_registry_is_unreachable(app, db, make_user):
+    owner, bob = actor_of(make_user("owner")), actor_of(make_user("bob"))
+    room = rooms.create(owner, "secret", "private", None)
+    rooms.add_member(owner, room, bob.user_id)
+    control = app.extensions["nexus.control"]
+    FakeQueue(control)
+
+    def unreachable():
+        raise ConnectionError("redis is down")
+
+    control.peers = unreachable
+    with pytest.raises(NexusError) as refused:
+        rooms.remove_member(owner, room, bob.user_id)
+    assert refused.value.code == "UNAVAILABLE"
+    assert rooms.membership(room, bob.user_id) is not None
+
+
+def test_the_removal_commits_only_after_the_last_acknowledgement(app, db, make_user):
+    import threading
+    import time
+
+    from sqlalchemy import event
+
+    owner, bob = actor_of(make_user("owner")), actor_of(make_user("bob"))
+    room = rooms.create(owner, "secret", "private", None)
+    rooms.add_member(owner, room, bob.user_id)
+    control = app.extensions["nexus.control"]
+    timeline: list[str] = []
+
+    class SlowPeer(FakeQueue):
+        """Peer "b" acknowledges 0.3 s after the order went out (a busy listener)."""
+
+        def publish(self, order):
+            self.orders.append(order)
+            if order["action"] != "revoke":
+                return
+
+            def answer():
+                time.sleep(0.3)
+                timeline.append("acknowledged")
+                self.control.handle({"method": "nexus_control", "host_id": "host-b", "action": "revoke_ack",
+                                     "orderId": order["orderId"], "origin": order["origin"], "instance": "b"})
+
+            threading.Thread(target=answer, daemon=True).start()
+
+    SlowPeer(control, peers=("b",))
+
+    def committed(session):
+        timeline.append("committed")
+
+    event.listen(db.session, "after_commit", committed)
+    try:
+        rooms.remove_member(owner, room, bob.user_id)
+    finally:
+        event.remove(db.session, "after_commit", committed)
+    assert timeline == ["acknowledged", "committed"]
