@@ -30,9 +30,18 @@ CATALOGUE: dict[str, tuple[int, str]] = {
 
 
 class NexusError(Exception):
-    """An error a client may see: a catalogue code, a safe message, optional details."""
+    """An error a client may see: a catalogue code, a safe message, optional details, and for an
+    error worth retrying (RATE_LIMITED, UNAVAILABLE) when to retry."""
 
-    def __init__(self, code: str, message: str | None = None, *, details: Any = None, status: int | None = None):
+    def __init__(
+        self,
+        code: str,
+        message: str | None = None,
+        *,
+        details: Any = None,
+        status: int | None = None,
+        retry_after_ms: int | None = None,
+    ):
         if code not in CATALOGUE:
             raise ValueError(f"unknown error code {code!r}")
         default_status, default_message = CATALOGUE[code]
@@ -41,12 +50,19 @@ class NexusError(Exception):
         self.message = message or default_message
         self.details = details
         self.status = status or default_status
+        self.retry_after_ms = retry_after_ms
 
     def to_dict(self) -> dict[str, Any]:
-        """The `error` object of the wire contract."""
+        """The `error` object of the wire contract. A retry hint is `retryAfterMs`, both beside the
+        code and in `details` (where rate-limit refusals have always carried it)."""
         error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.details is not None:
-            error["details"] = self.details
+        details = self.details
+        if self.retry_after_ms is not None:
+            error["retryAfterMs"] = self.retry_after_ms
+            if details is None or isinstance(details, dict):
+                details = {"retryAfterMs": self.retry_after_ms, **(details or {})}
+        if details is not None:
+            error["details"] = details
         return error
 
 

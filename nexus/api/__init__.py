@@ -11,7 +11,9 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from flask_jwt_extended import get_jwt, verify_jwt_in_request
 from werkzeug.exceptions import HTTPException
 
+from nexus import outages
 from nexus.errors import NexusError
+from nexus.extensions import db
 from nexus.models import User
 from nexus.services import tokens
 from nexus.services.broadcasts import Sender
@@ -34,8 +36,8 @@ _HTTP_CODES = {
 
 
 def error_response(error: NexusError):
-    """The JSON body and status of an error."""
-    return jsonify({"success": False, "error": error.to_dict()}), error.status
+    """The JSON body and status of an error (with `Retry-After` when it carries a retry hint)."""
+    return jsonify({"success": False, "error": error.to_dict()}), error.status, outages.retry_after_header(error)
 
 
 def json_body() -> dict[str, Any]:
@@ -95,6 +97,9 @@ def register_error_handlers(app: Flask) -> None:
     def _nexus_error(error: NexusError):
         return error_response(error)
 
+    # Registered before the HTTP rate limiter, so it runs after the limiter's own header hook.
+    app.after_request(outages.keep_retry_after)
+
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):
         status = error.code or 500
@@ -103,6 +108,10 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):
+        refused = outages.refuse(error)  # the database or Redis is down: 503, logged once per outage
+        if refused is not None:
+            outages.rollback(db.session)
+            return error_response(refused)
         reference = uuid.uuid4().hex[:12]
         log.error("internal error ref=%s %s %s", reference, request.method, request.path, exc_info=error)
         return error_response(

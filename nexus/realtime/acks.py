@@ -11,6 +11,7 @@ import uuid
 from contextvars import ContextVar
 from typing import Any
 
+from nexus import outages
 from nexus.errors import NexusError
 
 log = logging.getLogger("nexus.realtime")
@@ -26,6 +27,13 @@ def ok(**fields: Any) -> dict[str, Any]:
 def failure(error: NexusError) -> dict[str, Any]:
     """A failure ack."""
     return {"success": False, "error": error.to_dict()}
+
+
+def unexpected(exc: BaseException, *, event: str, sid: str) -> NexusError:
+    """The error the client sees for an exception that is not a NexusError: UNAVAILABLE with a
+    retry hint while the database or Redis is down (the outage is logged once, not per event),
+    else an INTERNAL_ERROR logged with its traceback under a reference id."""
+    return outages.refuse(exc) or internal_error(exc, event=event, sid=sid)
 
 
 def internal_error(exc: BaseException, *, event: str, sid: str) -> NexusError:
