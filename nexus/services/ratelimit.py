@@ -1,6 +1,7 @@
 """Rate limits of Socket.IO events, per user (per client address for guests), never per socket:
 reconnecting or opening more sockets neither resets nor multiplies the allowance. The counters
-live in the `limits` library's storage: memory for one process, Redis shared by every instance."""
+live in the `limits` library's storage: memory for one process, Redis shared by every instance.
+While Redis is down the limits hold per process, in memory, until Redis answers again."""
 from __future__ import annotations
 
 import logging
@@ -16,6 +17,7 @@ from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 
 from nexus.config import Config
+from nexus.outages import REDIS, Outages, dependency_of
 
 log = logging.getLogger("nexus.ratelimit")
 
@@ -81,15 +83,26 @@ class Verdict:
 class EventLimiter:
     """SOCKETIO_RATE_LIMIT_MAX_REQUESTS cost units per SOCKETIO_RATE_LIMIT_WINDOW_MS, per key."""
 
-    def __init__(self, config: Config):
+    #: While the shared storage is down, one event at most this often tries it again (seconds).
+    RETRY_SHARED_EVERY_S = 2.0
+
+    def __init__(self, config: Config, outages: Outages | None = None):
         uri = config.shared_state_url
         if uri:
-            self.storage = storage_from_string(uri, key_prefix=f"{config.queue_channel}:ratelimit")
+            from nexus.stores.sentinel import limits_storage
+
+            uri, options = limits_storage(uri)
+            self.storage = storage_from_string(uri, key_prefix=f"{config.queue_channel}:ratelimit", **options)
         else:
             self.storage = SweptMemoryStorage()
         # A sliding window counter: two counters per key, O(1) per event whatever the limit (a moving
         # window keeps one timestamp per unit, so a large limit made every check slower).
-        self.strategy = SlidingWindowCounterRateLimiter(self.storage)
+        self.shared = SlidingWindowCounterRateLimiter(self.storage)
+        self.strategy = self.shared
+        # Where the counting goes while the shared storage is down: this process's memory.
+        self.fallback = SlidingWindowCounterRateLimiter(SweptMemoryStorage()) if uri else None
+        self.outages = outages
+        self._retry_shared_at = 0.0
         self.window_s = max(1, math.ceil(config.rate_limit_window_ms / 1000))
         self.item = RateLimitItemPerSecond(config.rate_limit_max_requests, self.window_s)
         # A socket refused this many times within a window is disconnected.
@@ -97,20 +110,31 @@ class EventLimiter:
         self._lock = Lock()
         self._notified: dict[str, float] = {}
         self._refused: dict[str, tuple[float, int]] = {}
-        self._storage_failure_logged = 0.0
 
     def check(self, key: str, sid: str, cost: int) -> Verdict:
-        """Spend `cost` units of the key's allowance, or refuse. Fails open when the storage is down."""
+        """Spend `cost` units of the key's allowance, or refuse. While the shared storage is down, the
+        allowance is counted in this process's memory."""
+        if cost <= 0:
+            return Verdict(True)
+        strategy = self.strategy
+        if strategy is not self.shared and time.monotonic() >= self._retry_shared_at:
+            strategy = self.shared  # Redis may be back: this event finds out
         try:
-            if cost <= 0 or self.strategy.hit(self.item, key, cost=cost):
-                return Verdict(True)
-            stats = self.strategy.get_window_stats(self.item, key)
-        except Exception as exc:  # Redis is down: serve rather than refuse everyone
-            now = time.monotonic()
-            if now - self._storage_failure_logged > 60:
-                self._storage_failure_logged = now
-                log.warning("rate-limit storage unavailable (%s: %s); events are not limited meanwhile",
-                            type(exc).__name__, exc)
+            allowed = strategy.hit(self.item, key, cost=cost)
+            stats = None if allowed else strategy.get_window_stats(self.item, key)
+        except Exception as exc:
+            if strategy is not self.shared or self.fallback is None:
+                raise
+            # Redis is down: count in this process's memory rather than refuse everyone or no one.
+            self._storage_failed(exc)
+            strategy = self.fallback
+            allowed = strategy.hit(self.item, key, cost=cost)
+            stats = None if allowed else strategy.get_window_stats(self.item, key)
+        else:
+            if strategy is self.shared and self.strategy is not self.shared:
+                log.debug("rate-limit storage answers again; events are limited across instances again")
+                self.strategy = self.shared
+        if allowed:
             return Verdict(True)
         now = time.time()
         retry_ms = max(1, int((stats.reset_time - now) * 1000))
@@ -124,6 +148,16 @@ class EventLimiter:
             self._refused[sid] = (started, count + 1)
             self._prune(now)
         return Verdict(False, retry_ms, notify=notify, cut_off=count + 1 > self.cut_off_after)
+
+    def _storage_failed(self, exc: Exception) -> None:
+        self._retry_shared_at = time.monotonic() + self.RETRY_SHARED_EVERY_S
+        if self.strategy is self.shared:
+            self.strategy = self.fallback
+            if dependency_of(exc) == REDIS and self.outages is not None:
+                self.outages.report(REDIS, exc)  # one line for the outage, whoever notices it first
+            else:
+                log.warning("rate-limit storage unavailable (%s: %s); events are limited per instance meanwhile",
+                            type(exc).__name__, exc)
 
     def forget_socket(self, sid: str) -> None:
         with self._lock:
