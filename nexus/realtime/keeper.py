@@ -1,5 +1,6 @@
 """Each instance's background upkeep of live state: heartbeat, reaping dead instances, away
-after inactivity, last-seen writes and reconciling the database with who is really connected.
+after inactivity, last-seen writes and reconciling the database with who is really connected
+(both ways, every RECONCILE_S).
 
 One greenlet per instance; every task is safe when several instances run it at once (the
 store operations it relies on are atomic), and a failing task is logged and retried next time.
@@ -17,6 +18,9 @@ log = logging.getLogger("nexus.keeper")
 
 TICK_S = 1.0
 STATS_EVERY_S = 3.0
+#: How often the database's presence is compared with the shared store (and repaired): a crash
+#: between a decision and its announcement is visible to everyone for at most about this long.
+RECONCILE_S = 5.0
 
 
 @dataclass
@@ -77,7 +81,7 @@ class Keeper:
         keeper.tasks.append(_Task("stats", STATS_EVERY_S, admin.publish_stats if admin else app.extensions["nexus.stats"].publish))
         stores = app.extensions["nexus.stores"]
         if stores.shared or not config.message_queue_url:
-            keeper.tasks.append(_Task("reconcile", 30.0, presence.reconcile))
+            keeper.tasks.append(_Task("reconcile", RECONCILE_S, presence.reconcile))
         else:
             # Instances on a queue without Redis see only their own sockets: none may
             # overrule the others' users in the database.

@@ -5,7 +5,16 @@ Tally counts them). The status a user chose (online, away, busy, offline = invis
 in the PresenceStore while they are connected and for `status_restore_s` after. Activity is
 recorded in the store at most every `touch_every_s` per user and in the database at most every
 `last_seen_write_s`; a user with no activity for `away_after_s` is shown away until the next one.
-The database `users.status` column always holds the status others see, so REST reads it directly.
+
+Every change others see (online, offline, a status, away) raises the user's version in the shared
+store, in the same atomic step as the socket count that decided it (or right after a status change),
+and every `user_online`, `user_offline`, `user_updated` and `online_users` entry carries it: a
+receiver keeps the highest version per user and drops older ones, whatever order the instances'
+announcements arrive in. After writing `users.status` and announcing, the announcer reads the
+version again; if it moved on meanwhile (another instance decided something newer, and its
+database write may have landed first), it settles the user: writes and announces what the shared
+store says now, with its version. The periodic `reconcile` repairs what a crash left behind, in
+both directions, so `users.status` follows the shared count.
 """
 from __future__ import annotations
 
@@ -31,10 +40,22 @@ SCOPE = "presence"
 STATUSES = ("online", "away", "busy", "offline")
 MAX_ONLINE_LIST = 1000
 ROSTER_TTL_S = 1.0
+SETTLE_ROUNDS = 5
+RECONCILE_CHUNK = 1000
+RECONCILE_ANNOUNCE_MAX = 1000
 
 
 def _dt(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, timezone.utc)
+
+
+def shown_status(present: bool, chosen: str | None, away: bool) -> str:
+    """The status others see: offline without a socket anywhere, else the chosen one (away after
+    inactivity for users who chose to be online)."""
+    if not present:
+        return "offline"
+    status = chosen or "online"
+    return "away" if away and status == "online" else status
 
 
 class Presence:
@@ -52,7 +73,7 @@ class Presence:
         self._seen_here: dict[int, float] = {}  # last activity of a user on this instance
         self._stored: dict[int, float] = {}  # last activity written to the store from here
         self._last_seen_due: dict[int, float] = {}  # activity not yet written to the database
-        self._roster: tuple[tuple[int, ...], float, list[dict[str, Any]]] | None = None
+        self._roster: tuple[tuple[tuple[int, int, str], ...], float, list[dict[str, Any]]] | None = None
 
     # -- connections ----------------------------------------------------------------
 
@@ -62,54 +83,71 @@ class Presence:
         if user_id is None:
             return False
         now = self.clock()
-        first = self.tally.add(SCOPE, str(user_id))
+        version = self.tally.enter(SCOPE, str(user_id))
         self._write_activity(user_id, now)
-        if not first:
+        if not version:
             # A new socket is activity: an away user is back (touch would wait for its throttle).
             if self.store.clear_away(user_id) and (self.store.chosen_status(user_id) or "online") == "online":
-                self._announce_status(user_id, "online", now)
+                self._announce_status(user_id, now)
             return False
-        self._came_online(user_id, now, skip_sid=sid)
+        self._came_online(user_id, now, skip_sid=sid, version=version)
         db.session.commit()
+        self._confirm(user_id, version)
         return True
 
     def disconnected(self, actor: Actor) -> bool:
         """A socket of the user went away; `user_offline` to everyone if it was their last anywhere."""
         user_id = actor.user_id
-        if user_id is None or not self.tally.remove(SCOPE, str(user_id)):
+        if user_id is None:
+            return False
+        version = self.tally.leave(SCOPE, str(user_id))
+        if not version:
             return False
         with self._lock:
             last_seen = self._seen_here.pop(user_id, None) or self.clock()
             self._stored.pop(user_id, None)
             self._last_seen_due.pop(user_id, None)
-        self.went_offline([user_id], last_seen=last_seen)
+        self.went_offline([user_id], last_seen=last_seen, versions={user_id: version})
         return True
 
-    def went_offline(self, user_ids: Iterable[int], *, last_seen: float | None = None) -> None:
-        """Users with no socket left anywhere (their last one closed, or their instance died)."""
+    def went_offline(
+        self, user_ids: Iterable[int], *, last_seen: float | None = None, versions: dict[int, int] | None = None
+    ) -> None:
+        """Users with no socket left anywhere (their last one closed, or their instance died and was
+        reaped); `versions` are those the decisions returned, else the shared store is read."""
+        announced: list[tuple[int, int]] = []
         for user_id in user_ids:
+            version = (versions or {}).get(user_id)
+            if version is None:
+                present, version = self.tally.state(SCOPE, str(user_id))
+                if present:  # back on another instance meanwhile: its announcement is the newer one
+                    continue
             visible = self.store.chosen_status(user_id) != "offline"
             # Unknown when their instance died while they were away: the database keeps the last write.
             seen = last_seen or self.store.last_activity(user_id)
             self.store.remember_status(user_id, self.restore_s)
             self.store.forget_activity(user_id)
             user = self._save(user_id, status="offline", last_seen=seen)
-            if user is not None and visible:
+            if user is None:
+                continue
+            announced.append((user_id, version))
+            if visible:
                 broadcast.emit_after_commit(
                     db.session,
                     events.USER_OFFLINE,
-                    {"userId": str(user_id), "lastSeen": isoformat(user.last_seen_at)},
+                    {"userId": str(user_id), "lastSeen": isoformat(user.last_seen_at), "version": version},
                     room=events.ALL_USERS_ROOM,
                 )
         db.session.commit()
+        for user_id, version in announced:
+            self._confirm(user_id, version)
 
     def back_online(self, user_ids: Iterable[int]) -> None:
         """Users whose sockets were presumed gone with a stalled instance that came back: online again."""
         for user_id in user_ids:
-            self._came_online(user_id, self.clock(), skip_sid=None)
-        db.session.commit()
+            self.settle(user_id)
 
-    def _came_online(self, user_id: int, now: float, *, skip_sid: str | None) -> None:
+    def _came_online(self, user_id: int, now: float, *, skip_sid: str | None, version: int) -> None:
         """Restore the user's chosen status and queue `user_online` (unless they chose to be invisible)."""
         status = self.store.chosen_status(user_id) or "online"
         self.store.choose_status(user_id, status)  # kept while connected (clears a restore expiry)
@@ -118,10 +156,46 @@ class Presence:
             broadcast.emit_after_commit(
                 db.session,
                 events.USER_ONLINE,
-                {"userId": str(user_id), "userInfo": self.user_info(user)},
+                {"userId": str(user_id), "userInfo": self.user_info(user), "version": version},
                 room=events.ALL_USERS_ROOM,
                 skip_sid=skip_sid,
             )
+
+    # -- convergence ----------------------------------------------------------------
+
+    def settle(self, user_id: int) -> str | None:
+        """Write and announce what the shared store says of a user now, with its version; again
+        while the version moves on under it. The status written, None for an unknown user."""
+        shown = None
+        for _ in range(SETTLE_ROUNDS):
+            present, version = self.tally.state(SCOPE, str(user_id))
+            # Read after the version: a status changed since then is already in what is read
+            # here, and its own (higher) version is announced by whoever changed it.
+            chosen, away = self.store.statuses([user_id])[user_id]
+            shown = shown_status(present, chosen, away)
+            user = self._save(user_id, status=shown, last_seen=None)
+            if user is None:
+                db.session.commit()
+                return None
+            if shown == "offline":
+                event = events.USER_OFFLINE
+                data = {"userId": str(user_id), "lastSeen": isoformat(user.last_seen_at), "version": version}
+            else:
+                event = events.USER_ONLINE
+                data = {"userId": str(user_id), "userInfo": self.user_info(user), "version": version}
+            broadcast.emit_after_commit(db.session, event, data, room=events.ALL_USERS_ROOM)
+            db.session.commit()
+            if self.tally.version(SCOPE, str(user_id)) == version:
+                return shown
+        log.info("presence of user %s still changing after %d rounds; the next reconcile settles it",
+                 user_id, SETTLE_ROUNDS)
+        return shown
+
+    def _confirm(self, user_id: int, version: int) -> None:
+        """After announcing `version`: if something newer was decided meanwhile, its database write
+        may have landed before this one; settle the user on what the shared store says now."""
+        if self.tally.version(SCOPE, str(user_id)) != version:
+            self.settle(user_id)
 
     # -- status and activity --------------------------------------------------------
 
@@ -135,20 +209,24 @@ class Presence:
         was_visible = (self.store.chosen_status(user_id) or "online") != "offline"
         self.store.choose_status(user_id, status)
         self.store.clear_away(user_id)
+        version = self.tally.bump(SCOPE, str(user_id))  # after the change: see `settle`
         now = self.clock()
         self._write_activity(user_id, now)
         user = self._save(user_id, status=status, last_seen=now)
         if user is None:
             raise NexusError("USER_NOT_FOUND")
-        update_event = {"userId": str(user_id), "status": status, "lastSeen": isoformat(user.last_seen_at)}
+        update_event = {"userId": str(user_id), "status": status, "lastSeen": isoformat(user.last_seen_at),
+                        "version": version}
         session = db.session
         if status == "offline" and was_visible:
-            broadcast.emit_after_commit(session, events.USER_OFFLINE, {"userId": str(user_id)}, room=events.ALL_USERS_ROOM)
+            offline = {"userId": str(user_id), "version": version}
+            broadcast.emit_after_commit(session, events.USER_OFFLINE, offline, room=events.ALL_USERS_ROOM)
         elif status != "offline" and not was_visible:
-            online = {"userId": str(user_id), "userInfo": self.user_info(user)}
+            online = {"userId": str(user_id), "userInfo": self.user_info(user), "version": version}
             broadcast.emit_after_commit(session, events.USER_ONLINE, online, room=events.ALL_USERS_ROOM)
         broadcast.emit_after_commit(session, events.USER_UPDATED, update_event, room=events.ALL_USERS_ROOM)
         session.commit()
+        self._confirm(user_id, version)
         return update_event
 
     def touch(self, actor: Actor) -> None:
@@ -167,7 +245,7 @@ class Presence:
                 return
         self._write_activity(user_id, now)
         if self.store.clear_away(user_id) and (self.store.chosen_status(user_id) or "online") == "online":
-            self._announce_status(user_id, "online", now)
+            self._announce_status(user_id, now)
 
     def sweep_away(self, limit: int = 1000) -> list[int]:
         """Show as away the users with no activity for away_after_s (unless they chose another status)."""
@@ -177,7 +255,7 @@ class Presence:
                 self.store.forget_activity(user_id)  # nothing to watch until they are active again
                 continue
             if self.store.set_away(user_id):
-                self._announce_status(user_id, "away", None)
+                self._announce_status(user_id, None)
                 marked.append(user_id)
         return marked
 
@@ -194,48 +272,93 @@ class Presence:
         return len(due)
 
     def reconcile(self) -> int:
-        """Users the database shows present who have no socket on any live instance: offline."""
-        shown = set(db.session.scalars(select(User.id).where(User.status != "offline").limit(10_000)))
-        if not shown:
-            return 0
-        present = {int(member) for member in self.tally.members(SCOPE)}
-        stale = shown - present
-        if stale:
-            db.session.execute(update(User).where(User.id.in_(stale)).values(status="offline"))
-            db.session.commit()
-        return len(stale)
+        """Make `users.status` follow the shared store, both ways, announcing each repair: users shown
+        present with no socket on any live instance go offline, connected users shown offline (or with
+        another status than the one they have) are brought back. The number of users repaired."""
+        present = [int(member) for member in self.tally.versioned_members(SCOPE)]
+        statuses = self.store.statuses(present)
+        expected = {user_id: shown_status(True, *statuses[user_id]) for user_id in present}
+        stored = {user_id: (status, seen) for user_id, status, seen in db.session.execute(
+            select(User.id, User.status, User.last_seen_at).where(User.status != "offline").limit(10_000)
+        )}
+        hidden = [user_id for user_id, status in expected.items() if status != "offline" and user_id not in stored]
+        for start in range(0, len(hidden), RECONCILE_CHUNK):
+            chunk = hidden[start:start + RECONCILE_CHUNK]
+            stored.update((user_id, (status, seen)) for user_id, status, seen in db.session.execute(
+                select(User.id, User.status, User.last_seen_at).where(User.id.in_(chunk))
+            ))
+        gone = sorted(user_id for user_id in stored if user_id not in expected)
+        wrong = sorted(user_id for user_id in expected if user_id in stored and expected[user_id] != stored[user_id][0])
+        if gone:
+            self._demote(gone, {user_id: stored[user_id][1] for user_id in gone})
+        for user_id in wrong:  # few: one write and announcement each, settled on the shared store
+            self.settle(user_id)
+        if gone or wrong:
+            log.info("reconcile repaired the presence of %d users (%d offline, %d brought back or corrected)",
+                     len(gone) + len(wrong), len(gone), len(wrong))
+        return len(gone) + len(wrong)
+
+    def _demote(self, user_ids: list[int], last_seen: dict[int, datetime | None]) -> None:
+        """Users shown present with no socket anywhere: offline in one statement, each announced with
+        its version (a client may have them online from an announcement their instance never undid);
+        then any of them who connected meanwhile are settled again."""
+        versions = self.tally.versions(SCOPE, [str(user_id) for user_id in user_ids])
+        db.session.execute(update(User).where(User.id.in_(user_ids), User.status != "offline").values(status="offline"))
+        if len(user_ids) <= RECONCILE_ANNOUNCE_MAX:
+            for user_id, version in zip(user_ids, versions):
+                data = {"userId": str(user_id), "lastSeen": isoformat(last_seen[user_id]), "version": version}
+                broadcast.emit_after_commit(db.session, events.USER_OFFLINE, data, room=events.ALL_USERS_ROOM)
+        else:
+            # So many at once is a whole cluster coming back: its clients reconnect and get fresh lists.
+            log.warning("reconcile took %d users offline without announcing each", len(user_ids))
+        db.session.commit()
+        self.forget_roster()
+        for user_id in sorted(set(user_ids) & {int(member) for member in self.tally.versioned_members(SCOPE)}):
+            self.settle(user_id)
 
     # -- reading --------------------------------------------------------------------
 
     def online_users(self) -> list[dict[str, Any]]:
-        """The users others can see online (invisible ones left out), with status and last seen.
+        """The users others can see online (invisible ones left out), with status, last seen and version.
 
-        Every new connection gets this list, so it is read with one column query (no ORM objects)
-        and the answer is reused while the set of online users is the same, for at most
-        ROSTER_TTL_S, or until a status or profile changes here (`forget_roster`). Changes made
-        meanwhile on other instances also reach the new socket as events: it is in `all_users`
-        before the list is built.
+        Who is online, their status and their version come from the shared store, read when the
+        list is asked for (a new socket is in `all_users` by then, so the list is never older than
+        an event it already received). Every new connection gets this list, so the profiles are
+        read with one column query (no ORM objects) and the answer is reused while the online
+        users, their statuses and versions are the same, for at most ROSTER_TTL_S, or until a
+        profile changes here (`forget_roster`).
         """
-        ids = tuple(sorted(int(member) for member in self.tally.members(SCOPE))[:MAX_ONLINE_LIST])
+        versions = self.tally.versioned_members(SCOPE)
+        ids = sorted(int(member) for member in versions)[:MAX_ONLINE_LIST]
         if not ids:
+            return []
+        statuses = self.store.statuses(ids)
+        key = tuple(
+            (user_id, versions[str(user_id)], shown)
+            for user_id in ids
+            if (shown := shown_status(True, *statuses[user_id])) != "offline"
+        )
+        if not key:
             return []
         now = time.monotonic()
         cached = self._roster
-        if cached is not None and cached[0] == ids and now - cached[1] < ROSTER_TTL_S:
+        if cached is not None and cached[0] == key and now - cached[1] < ROSTER_TTL_S:
             return cached[2]
+        listed = {user_id: (version, shown) for user_id, version, shown in key}
         rows = db.session.execute(
-            select(User.id, User.username, User.display_name, User.role, User.department, User.status,
-                   User.last_seen_at)
-            .where(User.id.in_(ids), User.status != "offline", User.role != "banned")
+            select(User.id, User.username, User.display_name, User.role, User.department, User.last_seen_at)
+            .where(User.id.in_(list(listed)), User.role != "banned")
             .order_by(User.username)
         ).all()
         roster = []
-        for user_id, username, display_name, role, department, status, last_seen_at in rows:
+        for user_id, username, display_name, role, department, last_seen_at in rows:
+            version, status = listed[user_id]
             last_seen = isoformat(last_seen_at)
             info = {"id": str(user_id), "username": username, "displayName": display_name, "role": role,
                     "department": department, "status": status, "lastSeen": last_seen}
-            roster.append({"userId": str(user_id), "userInfo": info, "status": status, "lastSeen": last_seen})
-        self._roster = (ids, now, roster)
+            roster.append({"userId": str(user_id), "userInfo": info, "status": status, "lastSeen": last_seen,
+                           "version": version})
+        self._roster = (key, now, roster)
         return roster
 
     def forget_roster(self) -> None:
@@ -258,16 +381,23 @@ class Presence:
             self._seen_here[user_id] = now
         self.store.touch(user_id, now)
 
-    def _announce_status(self, user_id: int, status: str, now: float | None) -> None:
+    def _announce_status(self, user_id: int, now: float | None) -> None:
+        """The away mark was set or cleared: `user_updated` with what the store holds once versioned
+        (another instance may have undone the change in between, activity there right as the sweep
+        here marked the user away)."""
+        version = self.tally.bump(SCOPE, str(user_id))  # after the change
+        status = shown_status(True, *self.store.statuses([user_id])[user_id])
         user = self._save(user_id, status=status, last_seen=now)
         if user is not None:
             broadcast.emit_after_commit(
                 db.session,
                 events.USER_UPDATED,
-                {"userId": str(user_id), "status": status, "lastSeen": isoformat(user.last_seen_at)},
+                {"userId": str(user_id), "status": status, "lastSeen": isoformat(user.last_seen_at),
+                 "version": version},
                 room=events.ALL_USERS_ROOM,
             )
         db.session.commit()
+        self._confirm(user_id, version)
 
     def _save(self, user_id: int, *, status: str, last_seen: float | None) -> User | None:
         self.forget_roster()

@@ -14,11 +14,34 @@ class Tally(Protocol):
     def remove(self, scope: str, member: str) -> bool:
         """One socket fewer; True if it was the member's last anywhere."""
 
+    def enter(self, scope: str, member: str) -> int:
+        """`add` for a versioned scope (presence): 0, or the member's new version if this is its
+        first socket anywhere (counted and versioned in one atomic step)."""
+
+    def leave(self, scope: str, member: str) -> int:
+        """`remove` for a versioned scope: 0, or the member's new version if this was its last socket."""
+
+    def bump(self, scope: str, member: str) -> int:
+        """Raise a member's version after another change others see (status, away); the new version."""
+
+    def version(self, scope: str, member: str) -> int:
+        """A member's current version (0 if it never had one)."""
+
+    def versions(self, scope: str, members: list[str]) -> list[int]:
+        """The current versions of several members, in order (as `version`, for announcing them)."""
+
+    def state(self, scope: str, member: str) -> tuple[bool, int]:
+        """Whether the member is present on a live instance, and its version, read together."""
+
+    def versioned_members(self, scope: str) -> dict[str, int]:
+        """The members present on every live instance, each with its version, read together."""
+
     def members(self, scope: str) -> set[str]:
         """The members present in a scope, on every live instance."""
 
     def reap(self) -> list[tuple[str, str]]:
-        """Forget what dead instances held; the (scope, member) pairs now absent everywhere."""
+        """Forget what dead instances held; the (scope, member) pairs now absent everywhere (the
+        versions of versioned ones are raised in the same step)."""
 
     def heartbeat(self) -> list[tuple[str, str]]:
         """Tell the others this instance is alive; if its entries had been reaped meanwhile (a long
@@ -61,6 +84,9 @@ class PresenceStore(Protocol):
 
     def is_away(self, user_id: int) -> bool:
         """True while the user is marked away after inactivity."""
+
+    def statuses(self, user_ids: list[int]) -> dict[int, tuple[str | None, bool]]:
+        """Chosen status and away flag of each user, in one read."""
 
 
 class StatsBoard(Protocol):

@@ -13,25 +13,63 @@ class MemoryTally:
     def __init__(self) -> None:
         self._lock = Lock()
         self._counts: dict[str, dict[str, int]] = {}
+        self._versions: dict[tuple[str, str], int] = {}
 
     def add(self, scope: str, member: str) -> bool:
         with self._lock:
-            members = self._counts.setdefault(scope, {})
-            members[member] = members.get(member, 0) + 1
-            return members[member] == 1
+            return self._add(scope, member)
+
+    def enter(self, scope: str, member: str) -> int:
+        with self._lock:  # the count and the version move together
+            return self._bump(scope, member) if self._add(scope, member) else 0
+
+    def leave(self, scope: str, member: str) -> int:
+        with self._lock:
+            return self._bump(scope, member) if self._remove(scope, member) else 0
+
+    def bump(self, scope: str, member: str) -> int:
+        with self._lock:
+            return self._bump(scope, member)
+
+    def version(self, scope: str, member: str) -> int:
+        return self._versions.get((scope, member), 0)
+
+    def versions(self, scope: str, members: list[str]) -> list[int]:
+        return [self._versions.get((scope, member), 0) for member in members]
+
+    def state(self, scope: str, member: str) -> tuple[bool, int]:
+        with self._lock:
+            return member in self._counts.get(scope, ()), self._versions.get((scope, member), 0)
+
+    def versioned_members(self, scope: str) -> dict[str, int]:
+        with self._lock:
+            return {member: self._versions.get((scope, member), 0) for member in self._counts.get(scope, ())}
+
+    def _bump(self, scope: str, member: str) -> int:
+        version = self._versions.get((scope, member), 0) + 1
+        self._versions[(scope, member)] = version
+        return version
 
     def remove(self, scope: str, member: str) -> bool:
         with self._lock:
-            members = self._counts.get(scope)
-            if not members or member not in members:
-                return False
-            members[member] -= 1
-            if members[member] > 0:
-                return False
-            del members[member]
-            if not members:
-                del self._counts[scope]
-            return True
+            return self._remove(scope, member)
+
+    def _add(self, scope: str, member: str) -> bool:
+        members = self._counts.setdefault(scope, {})
+        members[member] = members.get(member, 0) + 1
+        return members[member] == 1
+
+    def _remove(self, scope: str, member: str) -> bool:
+        members = self._counts.get(scope)
+        if not members or member not in members:
+            return False
+        members[member] -= 1
+        if members[member] > 0:
+            return False
+        del members[member]
+        if not members:
+            del self._counts[scope]
+        return True
 
     def members(self, scope: str) -> set[str]:
         return set(self._counts.get(scope, ()))
@@ -108,6 +146,9 @@ class MemoryPresenceStore:
 
     def is_away(self, user_id: int) -> bool:
         return user_id in self._away
+
+    def statuses(self, user_ids: list[int]) -> dict[int, tuple[str | None, bool]]:
+        return {user_id: (self.chosen_status(user_id), user_id in self._away) for user_id in user_ids}
 
 
 class MemoryStatsBoard:

@@ -5,6 +5,11 @@ and a heartbeat key (`<prefix>:inst:<instance>`) that expires INSTANCE_TTL_S sec
 instance stops refreshing it. Readers only count the entries of instances whose heartbeat is
 alive, so an instance killed without a goodbye drops out of every online list by itself, within
 INSTANCE_TTL_S; live instances then reap its entries and announce who went away with it.
+
+A member of a versioned scope (presence) also has a version (`<prefix>:v:<scope>:<member>`), a
+counter raised in the same script that decides its first or last socket anywhere, when a dead
+instance's entries are reaped, and by `bump` after any other change of what others see: a newer
+announcement always carries a higher number, whichever instance made it.
 """
 from __future__ import annotations
 
@@ -33,17 +38,38 @@ local function elsewhere(prefix, scope, me, member, dead_too)
 end
 """
 
-# ARGV: prefix, scope, instance, member. Returns 1 for the member's first socket anywhere.
-_ADD = _ELSEWHERE + """
+# A member's version: a counter that starts, when its key is missing (first use, or Redis lost its
+# data), at the server's clock in microseconds, so that it still exceeds every version handed out
+# before a loss.
+_VERSION = """
+local function next_version(key)
+  if redis.call('EXISTS', key) == 0 then
+    local now = redis.call('TIME')
+    redis.call('SET', key, now[1] .. string.format('%06d', tonumber(now[2])))
+  end
+  return redis.call('INCR', key)
+end
+local function current_version(key)
+  local value = redis.call('GET', key)
+  if value then return tonumber(value) end
+  return next_version(key)
+end
+"""
+
+# ARGV: prefix, scope, instance, member, versioned ("1" or absent). Returns 0 unless this is the
+# member's first socket anywhere; then 1, or the member's new version when versioned.
+_ADD = _ELSEWHERE + _VERSION + """
 local prefix, scope, me, member = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 redis.call('SADD', prefix .. ':scopes:' .. me, scope)
 if redis.call('HINCRBY', prefix .. ':c:' .. scope .. ':' .. me, member, 1) > 1 then return 0 end
 if elsewhere(prefix, scope, me, member) then return 0 end
+if ARGV[5] == '1' then return next_version(prefix .. ':v:' .. scope .. ':' .. member) end
 return 1
 """
 
-# ARGV: prefix, scope, instance, member. Returns 1 when the member's last socket anywhere left.
-_REMOVE = _ELSEWHERE + """
+# ARGV: prefix, scope, instance, member, versioned. Returns 0 unless the member's last socket
+# anywhere left; then 1, or the member's new version when versioned.
+_REMOVE = _ELSEWHERE + _VERSION + """
 local prefix, scope, me, member = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local key = prefix .. ':c:' .. scope .. ':' .. me
 local left = redis.call('HINCRBY', key, member, -1)
@@ -52,7 +78,61 @@ redis.call('HDEL', key, member)
 if redis.call('EXISTS', key) == 0 then redis.call('SREM', prefix .. ':scopes:' .. me, scope) end
 if left < 0 then return 0 end
 if elsewhere(prefix, scope, me, member) then return 0 end
+if ARGV[5] == '1' then return next_version(prefix .. ':v:' .. scope .. ':' .. member) end
 return 1
+"""
+
+# ARGV: prefix, scope, member. Returns {present on a live instance (0/1), version}.
+_STATE = _VERSION + """
+local prefix, scope, member = ARGV[1], ARGV[2], ARGV[3]
+local present = 0
+for _, inst in ipairs(redis.call('SMEMBERS', prefix .. ':instances')) do
+  if redis.call('EXISTS', prefix .. ':inst:' .. inst) == 1
+     and redis.call('HEXISTS', prefix .. ':c:' .. scope .. ':' .. inst, member) == 1 then
+    present = 1
+    break
+  end
+end
+return {present, current_version(prefix .. ':v:' .. scope .. ':' .. member)}
+"""
+
+# ARGV: prefix, scope. The members on every live instance, each followed by its version.
+_VERSIONED_MEMBERS = _VERSION + """
+local prefix, scope = ARGV[1], ARGV[2]
+local seen, out = {}, {}
+for _, inst in ipairs(redis.call('SMEMBERS', prefix .. ':instances')) do
+  if redis.call('EXISTS', prefix .. ':inst:' .. inst) == 1 then
+    for _, member in ipairs(redis.call('HKEYS', prefix .. ':c:' .. scope .. ':' .. inst)) do
+      if not seen[member] then
+        seen[member] = true
+        out[#out + 1] = member
+        out[#out + 1] = current_version(prefix .. ':v:' .. scope .. ':' .. member)
+      end
+    end
+  end
+end
+return out
+"""
+
+# ARGV: prefix, scope, member, ... The current version of each member.
+_VERSIONS = _VERSION + """
+local out = {}
+for i = 3, #ARGV do out[#out + 1] = current_version(ARGV[1] .. ':v:' .. ARGV[2] .. ':' .. ARGV[i]) end
+return out
+"""
+
+# ARGV: key. The member's next version.
+_BUMP = _VERSION + "return next_version(ARGV[1])"
+
+# ARGV: prefix, scope, member, ... Raises the version of each member that already has one (one
+# without is given a fresh one when it is next read).
+_BUMP_KNOWN = """
+local prefix, scope = ARGV[1], ARGV[2]
+for i = 3, #ARGV do
+  local key = prefix .. ':v:' .. scope .. ':' .. ARGV[i]
+  if redis.call('EXISTS', key) == 1 then redis.call('INCR', key) end
+end
+return 0
 """
 
 # ARGV: prefix, scope. The members on every live instance.
@@ -81,7 +161,12 @@ for _, scope in ipairs(redis.call('SMEMBERS', prefix .. ':scopes:' .. dead)) do
   local members = redis.call('HKEYS', key)
   redis.call('DEL', key)
   for _, member in ipairs(members) do
-    if not elsewhere(prefix, scope, dead, member, true) then out[#out + 1] = scope; out[#out + 1] = member end
+    if not elsewhere(prefix, scope, dead, member, true) then
+      out[#out + 1] = scope; out[#out + 1] = member
+      -- gone everywhere: a versioned member's presence changed
+      local version = prefix .. ':v:' .. scope .. ':' .. member
+      if redis.call('EXISTS', version) == 1 then redis.call('INCR', version) end
+    end
   end
 end
 redis.call('DEL', prefix .. ':scopes:' .. dead)
@@ -124,18 +209,65 @@ class RedisTally:
         self._remove = client.register_script(_REMOVE)
         self._members = client.register_script(_MEMBERS)
         self._reap = client.register_script(_REAP)
+        self._state = client.register_script(_STATE)
+        self._versioned_members = client.register_script(_VERSIONED_MEMBERS)
+        self._bump_known = client.register_script(_BUMP_KNOWN)
+        self._bump = client.register_script(_BUMP)
+        self._versions = client.register_script(_VERSIONS)
         self._lock = Lock()
         # What this instance holds, to restore it if the others ever reaped it (a long stall).
         self._local: dict[str, dict[str, int]] = {}
         self._registered = False
 
     def add(self, scope: str, member: str) -> bool:
-        with self._lock:
-            members = self._local.setdefault(scope, {})
-            members[member] = members.get(member, 0) + 1
+        self._hold(scope, member)
         return bool(self._add(args=[self.prefix, scope, self.instance_id, member]))
 
     def remove(self, scope: str, member: str) -> bool:
+        if not self._release(scope, member):
+            return False
+        return bool(self._remove(args=[self.prefix, scope, self.instance_id, member]))
+
+    def enter(self, scope: str, member: str) -> int:
+        self._hold(scope, member)
+        return int(self._add(args=[self.prefix, scope, self.instance_id, member, "1"]))
+
+    def leave(self, scope: str, member: str) -> int:
+        if not self._release(scope, member):
+            return 0
+        return int(self._remove(args=[self.prefix, scope, self.instance_id, member, "1"]))
+
+    def bump(self, scope: str, member: str) -> int:
+        return int(self._bump(args=[self._version_key(scope, member)]))
+
+    def version(self, scope: str, member: str) -> int:
+        return int(self.client.get(self._version_key(scope, member)) or 0)
+
+    def versions(self, scope: str, members: list[str]) -> list[int]:
+        if not members:
+            return []
+        return [int(version) for version in self._versions(args=[self.prefix, scope, *members])]
+
+    def state(self, scope: str, member: str) -> tuple[bool, int]:
+        present, version = self._state(args=[self.prefix, scope, member])
+        return bool(present), int(version)
+
+    def versioned_members(self, scope: str) -> dict[str, int]:
+        flat = self._versioned_members(args=[self.prefix, scope])
+        return {member: int(version) for member, version in zip(flat[0::2], flat[1::2])}
+
+    def members(self, scope: str) -> set[str]:
+        return set(self._members(args=[self.prefix, scope]))
+
+    def _version_key(self, scope: str, member: str) -> str:
+        return f"{self.prefix}:v:{scope}:{member}"
+
+    def _hold(self, scope: str, member: str) -> None:
+        with self._lock:
+            members = self._local.setdefault(scope, {})
+            members[member] = members.get(member, 0) + 1
+
+    def _release(self, scope: str, member: str) -> bool:
         with self._lock:
             members = self._local.get(scope)
             if not members or member not in members:
@@ -145,10 +277,7 @@ class RedisTally:
                 del members[member]
                 if not members:
                     del self._local[scope]
-        return bool(self._remove(args=[self.prefix, scope, self.instance_id, member]))
-
-    def members(self, scope: str) -> set[str]:
-        return set(self._members(args=[self.prefix, scope]))
+        return True
 
     def heartbeat(self) -> list[tuple[str, str]]:
         key = f"{self.prefix}:inst:{self.instance_id}"
@@ -201,6 +330,8 @@ class RedisTally:
             pipe.hset(f"{self.prefix}:c:{scope}:{self.instance_id}", mapping=members)
             pipe.sadd(f"{self.prefix}:scopes:{self.instance_id}", scope)
         pipe.execute()
+        for scope in {scope for scope, _ in absent}:  # present again: a new version for those who have one
+            self._bump_known(args=[self.prefix, scope, *[member for s, member in absent if s == scope]])
         return absent
 
 
@@ -252,6 +383,15 @@ class RedisPresenceStore:
 
     def is_away(self, user_id: int) -> bool:
         return bool(self.client.sismember(self._away, str(user_id)))
+
+    def statuses(self, user_ids: list[int]) -> dict[int, tuple[str | None, bool]]:
+        if not user_ids:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        pipe.mget([self._status_key(user_id) for user_id in user_ids])
+        pipe.smismember(self._away, [str(user_id) for user_id in user_ids])
+        chosen, away = pipe.execute()
+        return {user_id: (status, bool(flag)) for user_id, status, flag in zip(user_ids, chosen, away)}
 
 
 class RedisStatsBoard:

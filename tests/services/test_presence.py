@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from uuid import uuid4
 
 import pytest
@@ -16,7 +16,7 @@ from nexus.realtime.keeper import Keeper
 from nexus.services.presence import Presence
 from nexus.services.rooms import Actor
 from nexus.stores.memory import MemoryPresenceStore, MemoryTally
-from nexus.stores.redis import connect
+from nexus.stores.redis import RedisPresenceStore, RedisTally, connect
 from tests.conftest import BroadcastRecorder
 from tests.support import services
 
@@ -95,7 +95,7 @@ def test_first_socket_announces_online_and_the_last_announces_offline(db, presen
     alice = make_user("alice")
     assert presence.connected(actor_of(alice), "a1") is True
     assert emitted(broadcasts, "user_online") == [
-        ("all_users", "a1", {"userId": str(alice.id), "userInfo": info(alice, "online", T0)})
+        ("all_users", "a1", {"userId": str(alice.id), "userInfo": info(alice, "online", T0), "version": 1})
     ]
     assert stored(db, alice.id) == ("online", at(T0))
     assert presence.is_online(alice.id)
@@ -113,7 +113,7 @@ def test_first_socket_announces_online_and_the_last_announces_offline(db, presen
     now[0] = T0 + 30
     assert presence.disconnected(actor_of(alice)) is True
     assert emitted(broadcasts, "user_offline") == [
-        ("all_users", None, {"userId": str(alice.id), "lastSeen": iso(T0 + 8)})  # the last activity
+        ("all_users", None, {"userId": str(alice.id), "lastSeen": iso(T0 + 8), "version": 2})  # the last activity
     ]
     assert sequence(broadcasts) == ["user_online", "user_offline"]
     assert stored(db, alice.id) == ("offline", at(T0 + 8))
@@ -132,8 +132,9 @@ def test_online_users_lists_everyone_connected_with_status_and_last_seen(db, pre
     presence.update_status(actor_of(bob), "busy")
     assert presence.online_users() == [
         {"userId": str(alice.id), "userInfo": info(alice, "online", T0 + 1), "status": "online",
-         "lastSeen": iso(T0 + 1)},
-        {"userId": str(bob.id), "userInfo": info(bob, "busy", T0 + 1), "status": "busy", "lastSeen": iso(T0 + 1)},
+         "lastSeen": iso(T0 + 1), "version": 1},
+        {"userId": str(bob.id), "userInfo": info(bob, "busy", T0 + 1), "status": "busy", "lastSeen": iso(T0 + 1),
+         "version": 2},  # online, then busy
     ]
 
 
@@ -156,7 +157,7 @@ def test_a_chosen_status_is_announced_to_everyone(db, presence, broadcasts, make
     presence.connected(actor_of(alice), "a1")
     now[0] = T0 + 3
     answer = presence.update_status(actor_of(alice), "busy")
-    update = {"userId": str(alice.id), "status": "busy", "lastSeen": iso(T0 + 3)}
+    update = {"userId": str(alice.id), "status": "busy", "lastSeen": iso(T0 + 3), "version": 2}
     assert answer == update
     assert emitted(broadcasts, "user_updated") == [("all_users", None, update)]
     assert sequence(broadcasts) == ["user_online", "user_updated"]
@@ -187,8 +188,9 @@ def test_invisible_users_look_offline_and_come_back_online(db, presence, broadca
     assert sequence(broadcasts) == ["user_offline", "user_updated"]
     [(room, skip, offline)] = emitted(broadcasts, "user_offline")
     assert (room, skip, offline["userId"]) == ("all_users", None, str(alice.id))
+    assert offline["version"] == 2
     assert emitted(broadcasts, "user_updated") == [
-        ("all_users", None, {"userId": str(alice.id), "status": "offline", "lastSeen": iso(T0 + 2)})
+        ("all_users", None, {"userId": str(alice.id), "status": "offline", "lastSeen": iso(T0 + 2), "version": 2})
     ]
     assert stored(db, alice.id) == ("offline", at(T0 + 2))
     assert [entry["userId"] for entry in presence.online_users()] == [str(bob.id)]
@@ -202,10 +204,10 @@ def test_invisible_users_look_offline_and_come_back_online(db, presence, broadca
     presence.update_status(actor_of(alice), "online")
     assert sequence(broadcasts) == ["user_online", "user_updated"]
     assert emitted(broadcasts, "user_online") == [
-        ("all_users", None, {"userId": str(alice.id), "userInfo": info(alice, "online", T0 + 4)})
+        ("all_users", None, {"userId": str(alice.id), "userInfo": info(alice, "online", T0 + 4), "version": 4})
     ]
     assert emitted(broadcasts, "user_updated") == [
-        ("all_users", None, {"userId": str(alice.id), "status": "online", "lastSeen": iso(T0 + 4)})
+        ("all_users", None, {"userId": str(alice.id), "status": "online", "lastSeen": iso(T0 + 4), "version": 4})
     ]
     assert stored(db, alice.id) == ("online", at(T0 + 4))
     assert sorted(entry["userId"] for entry in presence.online_users()) == sorted([str(alice.id), str(bob.id)])
@@ -237,7 +239,7 @@ def test_a_chosen_status_is_restored_when_the_user_reconnects_soon(db, presence,
     now[0] = T0 + 20
     assert presence.connected(actor_of(alice), "a2") is True
     assert emitted(broadcasts, "user_online") == [
-        ("all_users", "a2", {"userId": str(alice.id), "userInfo": info(alice, "busy", T0 + 20)})
+        ("all_users", "a2", {"userId": str(alice.id), "userInfo": info(alice, "busy", T0 + 20), "version": 4})
     ]
     assert stored(db, alice.id) == ("busy", at(T0 + 20))
     assert presence.store.chosen_status(alice.id) == "busy"
@@ -287,7 +289,7 @@ def test_an_idle_user_is_shown_away_once_and_back_on_activity(db, presence, broa
     now[0] = T0 + 61
     assert presence.sweep_away() == [alice.id]
     assert emitted(broadcasts, "user_updated") == [
-        ("all_users", None, {"userId": str(alice.id), "status": "away", "lastSeen": iso(T0)})
+        ("all_users", None, {"userId": str(alice.id), "status": "away", "lastSeen": iso(T0), "version": 2})
     ]
     assert stored(db, alice.id) == ("away", at(T0))
     assert presence.store.is_away(alice.id)
@@ -300,7 +302,7 @@ def test_an_idle_user_is_shown_away_once_and_back_on_activity(db, presence, broa
     presence.touch(actor_of(alice))
     assert sequence(broadcasts) == ["user_updated", "user_updated"]
     assert emitted(broadcasts, "user_updated")[1] == (
-        "all_users", None, {"userId": str(alice.id), "status": "online", "lastSeen": iso(T0 + 95)}
+        "all_users", None, {"userId": str(alice.id), "status": "online", "lastSeen": iso(T0 + 95), "version": 3}
     )
     assert stored(db, alice.id) == ("online", at(T0 + 95))
     assert not presence.store.is_away(alice.id)
@@ -434,7 +436,9 @@ def test_reconcile_takes_users_without_sockets_offline(db, presence, broadcasts,
     assert stored(db, carol.id)[0] == "offline"
     assert stored(db, dave.id)[0] == "offline"
     assert presence.reconcile() == 0
-    assert broadcasts.sent == []  # they were in nobody's online list
+    # Announced, with their current version: a client that had them online from a lost event drops them.
+    assert sorted(data["userId"] for _, _, data in emitted(broadcasts, "user_offline")) == sorted([str(bob.id), str(carol.id)])
+    assert sequence(broadcasts) == ["user_offline", "user_offline"]
 
 
 def test_reaped_users_go_offline_announced_only_when_visible(db, presence, broadcasts, make_user, now):
@@ -449,10 +453,13 @@ def test_reaped_users_go_offline_announced_only_when_visible(db, presence, broad
     broadcasts.sent.clear()
 
     now[0] = T0 + 40
-    presence.went_offline([alice.id, bob.id])  # their instance died: no last_seen of its own
+    for user in (alice, bob):  # their instance died and was reaped: out of the tally, versions raised
+        presence.tally.leave("presence", str(user.id))
+    presence.went_offline([alice.id, bob.id])  # no last_seen of its own
 
     assert emitted(broadcasts, "user_offline") == [
-        ("all_users", None, {"userId": str(alice.id), "lastSeen": iso(T0 + 20)})  # last activity in the store
+        # the last activity in the store; the version read from the shared store (no decision handed in)
+        ("all_users", None, {"userId": str(alice.id), "lastSeen": iso(T0 + 20), "version": 2})
     ]
     assert sequence(broadcasts) == ["user_offline"]
     assert stored(db, alice.id) == ("offline", at(T0 + 20))
@@ -511,3 +518,187 @@ def test_users_of_an_instance_that_recovers_from_a_stall_are_online_again(app_fa
         if keys:
             client.delete(*keys)
         client.close()
+
+
+# -- convergence: versions, settling, reconcile both ways ------------------------------------------
+
+
+@pytest.fixture(params=["memory", "redis"])
+def pair(request, app, db, now) -> Iterator[tuple[Presence, Presence]]:
+    """Two instances' Presence on one shared store: one memory tally, or two Redis instances."""
+    config = app.config["NEXUS"].with_overrides(away_after_s=60, status_restore_s=300, last_seen_write_s=60)
+    clock = lambda: now[0]  # noqa: E731
+    if request.param == "memory":
+        tally, store = MemoryTally(), MemoryPresenceStore()
+        yield Presence(tally, store, config, clock=clock), Presence(tally, store, config, clock=clock)
+        return
+    services.require("redis")
+    client = connect(services.REDIS_URL)
+    prefix = f"nexus-test-{uuid4().hex}:state"
+    tallies = [RedisTally(client, prefix, name) for name in "ab"]
+    for tally in tallies:
+        tally.heartbeat()
+    store = RedisPresenceStore(client, prefix)
+    try:
+        yield tuple(Presence(tally, store, config, clock=clock) for tally in tallies)  # type: ignore[misc]
+    finally:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=500))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+def presence_events(broadcasts, user_id: int) -> list[tuple[str, dict[str, Any]]]:
+    """The presence events about one user on the default namespace, in the order they were sent."""
+    return [(e["event"], e["data"]) for e in broadcasts.sent
+            if e["namespace"] == "/" and e["event"] in ("user_online", "user_offline", "user_updated")
+            and e["data"]["userId"] == str(user_id)]
+
+
+def view(snapshot: list[dict[str, Any]], received: list[tuple[str, dict[str, Any]]]) -> dict[str, str]:
+    """What a client shows: its `online_users` snapshot, then each event applied only if its version is
+    newer than what it has for that user. userId -> status, for the users it shows online."""
+    known: dict[str, tuple[int, str]] = {e["userId"]: (e["version"], e["status"]) for e in snapshot}
+    for event, data in received:
+        version = data["version"]
+        if version <= known.get(data["userId"], (-1, ""))[0]:
+            continue  # stale
+        if event == "user_offline":
+            status = "offline"
+        elif event == "user_online":
+            status = data["userInfo"]["status"]
+        else:
+            status = data["status"]
+        known[data["userId"]] = (version, status)
+    return {user_id: status for user_id, (_, status) in known.items() if status != "offline"}
+
+
+def test_an_older_offline_written_after_a_newer_online_is_settled_by_its_writer(db, pair, broadcasts, make_user, now,
+                                                                               monkeypatch):
+    """Alice's socket on A closes as she reconnects through B: A decides `offline` first, B decides
+    `online` after, but A's database write and announcement land last. A sees the newer version and
+    settles her: online in the database and, with the newer version, for every client."""
+    a, b = pair
+    alice = make_user("alice")
+    assert a.connected(actor_of(alice), "a1") is True
+    leave = a.tally.leave
+
+    def leave_then_b_connects(scope: str, member: str) -> int:
+        version = leave(scope, member)
+        now[0] += 1
+        assert b.connected(actor_of(alice), "b1") is True  # decided after A's departure, written first
+        assert stored(db, alice.id)[0] == "online"
+        return version
+
+    monkeypatch.setattr(a.tally, "leave", leave_then_b_connects)
+    now[0] = T0 + 5
+    assert a.disconnected(actor_of(alice)) is True
+
+    assert stored(db, alice.id)[0] == "online"
+    sent = presence_events(broadcasts, alice.id)
+    assert [event for event, _ in sent] == ["user_online", "user_online", "user_offline", "user_online"]
+    first, from_b, stale, settled = (data["version"] for _, data in sent)
+    assert first < stale < from_b == settled  # the offline was decided before B's online
+    # A client that applies events by version shows her online whatever order they reach it in.
+    assert view([], sent) == {str(alice.id): "online"}
+    assert view([], [sent[0], sent[2], sent[1]]) == {str(alice.id): "online"}
+    [listed] = b.online_users()
+    assert (listed["userId"], listed["status"], listed["version"]) == (str(alice.id), "online", from_b)
+    assert view([listed], sent) == {str(alice.id): "online"}
+
+
+def test_a_newer_offline_is_not_undone_by_an_older_online_written_last(db, pair, broadcasts, make_user, now,
+                                                                        monkeypatch):
+    """B lets alice in (first socket anywhere) but its write is slow; meanwhile that socket's user
+    leaves through A (an invisible tab closing, say). B's `online` lands last and is settled to offline."""
+    a, b = pair
+    alice = make_user("alice")
+    assert a.connected(actor_of(alice), "a1") is True
+    assert a.disconnected(actor_of(alice)) is True
+    enter = b.tally.enter
+
+    def enter_then_a_connects_and_leaves(scope: str, member: str) -> int:
+        version = enter(scope, member)
+        # B's socket is counted; before B writes anything, the count drops to zero elsewhere
+        # (this is what a reap of B's entries looks like to the others).
+        b.tally.leave(scope, member)
+        return version
+
+    monkeypatch.setattr(b.tally, "enter", enter_then_a_connects_and_leaves)
+    broadcasts.sent.clear()
+    b.connected(actor_of(alice), "b1")
+    assert stored(db, alice.id)[0] == "offline"
+    sent = presence_events(broadcasts, alice.id)
+    assert [event for event, _ in sent] == ["user_online", "user_offline"]
+    assert sent[0][1]["version"] < sent[1][1]["version"]
+    assert view([], sent) == {}
+    assert b.online_users() == []
+
+
+def test_reconcile_brings_back_connected_users_the_database_shows_offline(db, pair, broadcasts, make_user, now):
+    a, b = pair
+    alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
+    a.connected(actor_of(alice), "a1")
+    b.connected(actor_of(bob), "b1")
+    b.connected(actor_of(carol), "c1")
+    b.update_status(actor_of(carol), "offline")  # invisible: offline is right for her
+    # A lost write (an instance died between deciding and writing, say): alice connected, shown offline.
+    db.session.get(User, alice.id).status = "offline"
+    db.session.get(User, bob.id).status = "away"  # and bob with a status he does not have
+    db.session.commit()
+    broadcasts.sent.clear()
+
+    assert b.reconcile() == 2
+    assert stored(db, alice.id)[0] == "online"
+    assert stored(db, bob.id)[0] == "online"
+    assert stored(db, carol.id)[0] == "offline"
+    [(event, data)] = presence_events(broadcasts, alice.id)
+    assert event == "user_online" and data["userInfo"]["status"] == "online"
+    assert data["version"] == a.tally.version("presence", str(alice.id))
+    assert presence_events(broadcasts, carol.id) == []
+    assert a.reconcile() == 0 and b.reconcile() == 0  # repaired once, by whichever instance ran first
+    assert sorted(entry["userId"] for entry in a.online_users()) == sorted([str(alice.id), str(bob.id)])
+
+
+def test_online_users_takes_status_and_version_from_the_shared_store(db, pair, broadcasts, make_user, now):
+    a, b = pair
+    alice, bob = make_user("alice"), make_user("bob")
+    a.connected(actor_of(alice), "a1")
+    b.connected(actor_of(bob), "b1")
+    now[0] = T0 + 61
+    assert sorted(a.sweep_away()) == sorted([alice.id, bob.id])
+    db.session.get(User, bob.id).status = "offline"  # the database lags behind: the list does not
+    db.session.commit()
+    listed = {entry["userId"]: entry for entry in b.online_users()}
+    assert {user_id: entry["status"] for user_id, entry in listed.items()} == {str(alice.id): "away",
+                                                                              str(bob.id): "away"}
+    assert listed[str(alice.id)]["userInfo"]["status"] == "away"
+    assert listed[str(alice.id)]["version"] == a.tally.version("presence", str(alice.id))
+    # The away announcement carried that same version.
+    [(_, away)] = [(e, d) for e, d in presence_events(broadcasts, alice.id) if e == "user_updated"]
+    assert away["status"] == "away" and away["version"] == listed[str(alice.id)]["version"]
+
+
+def test_an_away_mark_undone_elsewhere_is_announced_as_what_the_store_holds(db, pair, broadcasts, make_user, now,
+                                                                            monkeypatch):
+    """A's sweep marks alice away just as her activity on B clears it: whichever announcement has
+    the higher version says what the store holds (online), and so does the database."""
+    a, b = pair
+    alice = make_user("alice")
+    a.connected(actor_of(alice), "a1")
+    b.connected(actor_of(alice), "b1")
+    set_away = a.store.set_away
+
+    def set_away_then_activity_on_b(user_id: int) -> bool:
+        marked = set_away(user_id)
+        b.touch(actor_of(alice))  # clears the mark and announces online before A announces anything
+        return marked
+
+    monkeypatch.setattr(a.store, "set_away", set_away_then_activity_on_b)
+    now[0] = T0 + 61
+    broadcasts.sent.clear()
+    a.sweep_away()
+    sent = presence_events(broadcasts, alice.id)
+    assert view([], sent) == {str(alice.id): "online"}
+    assert stored(db, alice.id)[0] == "online"
+    assert [entry["status"] for entry in a.online_users()] == ["online"]
