@@ -1,6 +1,7 @@
 """A member removed from a private room while connected to other instances, with messages flowing.
 
-Three Procfile instances on Redis (shared state and queue) and a PostgreSQL database of their own.
+Three Procfile instances on Redis (shared state; the message queue on Redis, then on RabbitMQ) and
+a PostgreSQL database of their own.
 The member has sockets on the two instances that do not serve the removal; senders on all three
 instances keep sending into the room (so every path races the removal: an instance's own senders'
 fan-out, the queue, the outbox). The owner removes the member over REST on the third instance.
@@ -21,8 +22,8 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from tests.support import services
-from tests.support.cluster import Client
+from tests.live.test_admin_live import AdminClient
+from tests.support.cluster import BROKERS, Client
 from tests.support.scale import Grid, close_all, grid, wait_until
 
 pytestmark = pytest.mark.live
@@ -31,12 +32,15 @@ IDS = ["member-a", "member-b", "member-c"]
 ROOM = "inner-circle"
 WAIT = 10.0
 SENDERS_EACH = 4  # sockets sending on each instance the member is connected to
-USERS: dict[str, dict[str, Any]] = {"olive": {}, "mike": {}, "sara": {}, "tess": {}}
+USERS: dict[str, dict[str, Any]] = {"olive": {}, "mike": {}, "sara": {}, "tess": {}, "root": {"role": "admin"},
+                                    "bill": {}}
 
 
-@pytest.fixture(scope="module")
-def three(tmp_path_factory) -> Iterator[Grid]:
-    with grid(tmp_path_factory.mktemp("membership"), queue_url=services.REDIS_URL, ids=IDS, users=USERS) as the_grid:
+@pytest.fixture(scope="module", params=sorted(BROKERS))
+def three(request, tmp_path_factory) -> Iterator[Grid]:
+    """Three instances on Redis (shared state) with the message queue on Redis, then on RabbitMQ."""
+    with grid(tmp_path_factory.mktemp("membership"), queue_url=BROKERS[request.param], ids=IDS,
+              users=USERS) as the_grid:
         yield the_grid
 
 
@@ -53,23 +57,26 @@ class Sender(threading.Thread):
         self.client = client
         self.stop = threading.Event()
         self.acked: list[tuple[float, int]] = []  # (monotonic time of the ack, seq)
+        self.asked: list[tuple[float, int]] = []  # (monotonic time the send was asked, seq)
         self.failures: list[Any] = []
 
     def run(self) -> None:
         n = 0
         while not self.stop.is_set():
             n += 1
+            asked = time.monotonic()
             ack = self.client.sio.call("send_message", {"roomId": ROOM, "content": f"{self.client.name} {n}",
                                                         "clientMsgId": uuid.uuid4().hex}, timeout=WAIT)
             if ack and ack.get("success"):
                 self.acked.append((time.monotonic(), ack["message"]["seq"]))
+                self.asked.append((asked, ack["message"]["seq"]))
             else:
                 self.failures.append(ack)
             time.sleep(0.005)
 
 
-def seqs(client: Client) -> list[int]:
-    return [data["seq"] for data in client.received("room_message") if data.get("roomId") == ROOM]
+def seqs(client: Client, room: str = ROOM) -> list[int]:
+    return [data["seq"] for data in client.received("room_message") if data.get("roomId") == room]
 
 
 @pytest.mark.timeout(150)
@@ -159,5 +166,67 @@ def test_a_member_removed_while_connected_elsewhere_gets_nothing_committed_after
         assert fresh.received("room_message") == []
         for mike in mikes:
             assert max(seqs(mike)) <= cutoff
+    finally:
+        close_all(made)
+
+
+@pytest.mark.timeout(120)
+def test_a_user_banned_while_connected_elsewhere_gets_nothing_sent_after_the_ban(three: Grid):
+    """The ban is answered once every instance took the user's sockets out of their rooms: a message
+    whose sending began after the answer never reaches them (it was committed after the ban)."""
+    room = "ban-watch"
+    a, b, c = three.servers
+    made: list[Any] = []
+
+    def connect(name: str, server: Any, user: str) -> Client:
+        client = Client(name)
+        made.append(client)
+        return client.connect(server.url, three.token(user))
+
+    try:
+        sara, tess = connect("sara@b", b, "sara"), connect("tess@c", c, "tess")
+        bills = [connect("bill@b", b, "bill"), connect("bill@c", c, "bill")]
+        for client in (sara, tess, *bills):
+            assert client.sio.call("join_room", room, timeout=WAIT)["success"]
+        admin = AdminClient().connect(a.url, three.token("root"))
+        made.append(admin)
+
+        class RoomSender(Sender):
+            def run(self) -> None:
+                n = 0
+                while not self.stop.is_set():
+                    n += 1
+                    asked = time.monotonic()
+                    ack = self.client.sio.call("send_message", {"roomId": room, "content": f"{n}"}, timeout=WAIT)
+                    if ack and ack.get("success"):
+                        self.asked.append((asked, ack["message"]["seq"]))
+                    else:
+                        self.failures.append(ack)
+                    time.sleep(0.005)
+
+        senders = [RoomSender(client) for client in (sara, tess)]
+        for sender in senders:
+            sender.start()
+        wait_until(lambda: all(len(seqs(bill, room)) >= 20 for bill in bills), 20, "messages did not flow")
+        assert admin.call("ban_user", {"userId": int(three.user_id("bill"))})["success"]
+        answered_at = time.monotonic()
+        wait_until(lambda: len([s for sender in senders for t, s in sender.asked if t > answered_at]) >= 40, 20,
+                   "messages stopped after the ban")
+        for sender in senders:
+            sender.stop.set()
+        for sender in senders:
+            sender.join(WAIT)
+        assert not any(sender.failures for sender in senders)
+        after = {seq for sender in senders for asked, seq in sender.asked if asked > answered_at}
+        for bill in bills:
+            removed = bill.wait_for("removed_from_room")
+            assert (removed["roomId"], removed["reason"]) == (room, "banned")
+            assert bill.wait_for("session_revoked")["reason"] == "banned"
+            leaked = sorted(after & set(seqs(bill, room)))
+            assert not leaked, f"{bill.name} got messages sent after the ban: {leaked}"
+        last = max(after)
+        for other in (sara, tess):
+            wait_until(lambda: last in seqs(other, room), WAIT, f"{other.name} did not get seq {last}")
+            assert seqs(other, room) == list(range(seqs(other, room)[0], last + 1)), other.name
     finally:
         close_all(made)
