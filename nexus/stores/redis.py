@@ -6,7 +6,7 @@ instance stops refreshing it. Readers only count the entries of instances whose 
 alive, so an instance killed without a goodbye drops out of every online list by itself, within
 INSTANCE_TTL_S; live instances then reap its entries and announce who went away with it.
 
-A member of a versioned scope (presence) also has a version (`<prefix>:v:<scope>:<member>`), a
+A member of a versioned scope (presence) also has a version (`<prefix>:v:<scope>`, member -> n), a
 counter raised in the same script that decides its first or last socket anywhere, when a dead
 instance's entries are reaped, and by `bump` after any other change of what others see: a newer
 announcement always carries a higher number, whichever instance made it.
@@ -42,17 +42,24 @@ end
 # data), at the server's clock in microseconds, so that it still exceeds every version handed out
 # before a loss.
 _VERSION = """
-local function next_version(key)
-  if redis.call('EXISTS', key) == 0 then
+local function next_version(versions, member)
+  if redis.call('HEXISTS', versions, member) == 0 then
     local now = redis.call('TIME')
-    redis.call('SET', key, now[1] .. string.format('%06d', tonumber(now[2])))
+    redis.call('HSET', versions, member, now[1] .. string.format('%06d', tonumber(now[2])))
   end
-  return redis.call('INCR', key)
+  return redis.call('HINCRBY', versions, member, 1)
 end
-local function current_version(key)
-  local value = redis.call('GET', key)
-  if value then return tonumber(value) end
-  return next_version(key)
+local function current_versions(versions, members)
+  local out = {}
+  for start = 1, #members, 500 do
+    local chunk = {}
+    for i = start, math.min(start + 499, #members) do chunk[#chunk + 1] = members[i] end
+    local values = redis.call('HMGET', versions, unpack(chunk))
+    for i, value in ipairs(values) do
+      if value then out[#out + 1] = tonumber(value) else out[#out + 1] = next_version(versions, chunk[i]) end
+    end
+  end
+  return out
 end
 """
 
@@ -63,7 +70,7 @@ local prefix, scope, me, member = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 redis.call('SADD', prefix .. ':scopes:' .. me, scope)
 if redis.call('HINCRBY', prefix .. ':c:' .. scope .. ':' .. me, member, 1) > 1 then return 0 end
 if elsewhere(prefix, scope, me, member) then return 0 end
-if ARGV[5] == '1' then return next_version(prefix .. ':v:' .. scope .. ':' .. member) end
+if ARGV[5] == '1' then return next_version(prefix .. ':v:' .. scope, member) end
 return 1
 """
 
@@ -78,7 +85,7 @@ redis.call('HDEL', key, member)
 if redis.call('EXISTS', key) == 0 then redis.call('SREM', prefix .. ':scopes:' .. me, scope) end
 if left < 0 then return 0 end
 if elsewhere(prefix, scope, me, member) then return 0 end
-if ARGV[5] == '1' then return next_version(prefix .. ':v:' .. scope .. ':' .. member) end
+if ARGV[5] == '1' then return next_version(prefix .. ':v:' .. scope, member) end
 return 1
 """
 
@@ -93,44 +100,44 @@ for _, inst in ipairs(redis.call('SMEMBERS', prefix .. ':instances')) do
     break
   end
 end
-return {present, current_version(prefix .. ':v:' .. scope .. ':' .. member)}
+return {present, current_versions(prefix .. ':v:' .. scope, {member})[1]}
 """
 
 # ARGV: prefix, scope. The members on every live instance, each followed by its version.
 _VERSIONED_MEMBERS = _VERSION + """
 local prefix, scope = ARGV[1], ARGV[2]
-local seen, out = {}, {}
+local seen, members, out = {}, {}, {}
 for _, inst in ipairs(redis.call('SMEMBERS', prefix .. ':instances')) do
   if redis.call('EXISTS', prefix .. ':inst:' .. inst) == 1 then
     for _, member in ipairs(redis.call('HKEYS', prefix .. ':c:' .. scope .. ':' .. inst)) do
-      if not seen[member] then
-        seen[member] = true
-        out[#out + 1] = member
-        out[#out + 1] = current_version(prefix .. ':v:' .. scope .. ':' .. member)
-      end
+      if not seen[member] then seen[member] = true; members[#members + 1] = member end
     end
   end
+end
+for i, version in ipairs(current_versions(prefix .. ':v:' .. scope, members)) do
+  out[#out + 1] = members[i]
+  out[#out + 1] = version
 end
 return out
 """
 
 # ARGV: prefix, scope, member, ... The current version of each member.
 _VERSIONS = _VERSION + """
-local out = {}
-for i = 3, #ARGV do out[#out + 1] = current_version(ARGV[1] .. ':v:' .. ARGV[2] .. ':' .. ARGV[i]) end
-return out
+local members = {}
+for i = 3, #ARGV do members[#members + 1] = ARGV[i] end
+return current_versions(ARGV[1] .. ':v:' .. ARGV[2], members)
 """
 
-# ARGV: key. The member's next version.
-_BUMP = _VERSION + "return next_version(ARGV[1])"
+# ARGV: versions key, member. The member's next version.
+_BUMP = _VERSION + "return next_version(ARGV[1], ARGV[2])"
 
 # ARGV: prefix, scope, member, ... Raises the version of each member that already has one (one
 # without is given a fresh one when it is next read).
 _BUMP_KNOWN = """
 local prefix, scope = ARGV[1], ARGV[2]
 for i = 3, #ARGV do
-  local key = prefix .. ':v:' .. scope .. ':' .. ARGV[i]
-  if redis.call('EXISTS', key) == 1 then redis.call('INCR', key) end
+  local versions = prefix .. ':v:' .. scope
+  if redis.call('HEXISTS', versions, ARGV[i]) == 1 then redis.call('HINCRBY', versions, ARGV[i], 1) end
 end
 return 0
 """
@@ -164,8 +171,8 @@ for _, scope in ipairs(redis.call('SMEMBERS', prefix .. ':scopes:' .. dead)) do
     if not elsewhere(prefix, scope, dead, member, true) then
       out[#out + 1] = scope; out[#out + 1] = member
       -- gone everywhere: a versioned member's presence changed
-      local version = prefix .. ':v:' .. scope .. ':' .. member
-      if redis.call('EXISTS', version) == 1 then redis.call('INCR', version) end
+      local versions = prefix .. ':v:' .. scope
+      if redis.call('HEXISTS', versions, member) == 1 then redis.call('HINCRBY', versions, member, 1) end
     end
   end
 end
@@ -238,10 +245,10 @@ class RedisTally:
         return int(self._remove(args=[self.prefix, scope, self.instance_id, member, "1"]))
 
     def bump(self, scope: str, member: str) -> int:
-        return int(self._bump(args=[self._version_key(scope, member)]))
+        return int(self._bump(args=[self._versions_key(scope), member]))
 
     def version(self, scope: str, member: str) -> int:
-        return int(self.client.get(self._version_key(scope, member)) or 0)
+        return int(self.client.hget(self._versions_key(scope), member) or 0)
 
     def versions(self, scope: str, members: list[str]) -> list[int]:
         if not members:
@@ -259,8 +266,8 @@ class RedisTally:
     def members(self, scope: str) -> set[str]:
         return set(self._members(args=[self.prefix, scope]))
 
-    def _version_key(self, scope: str, member: str) -> str:
-        return f"{self.prefix}:v:{scope}:{member}"
+    def _versions_key(self, scope: str) -> str:
+        return f"{self.prefix}:v:{scope}"
 
     def _hold(self, scope: str, member: str) -> None:
         with self._lock:
