@@ -702,3 +702,32 @@ def test_an_away_mark_undone_elsewhere_is_announced_as_what_the_store_holds(db, 
     assert view([], sent) == {str(alice.id): "online"}
     assert stored(db, alice.id)[0] == "online"
     assert [entry["status"] for entry in a.online_users()] == ["online"]
+
+
+@pytest.mark.parametrize("namespace", ["/", "/presence"])
+def test_the_snapshot_on_connect_is_taken_in_all_users_with_versions(app, db, socket_client, make_user, token_for,
+                                                                     monkeypatch, namespace):
+    """The `online_users` a new socket gets is read once the socket is in `all_users` (so nothing it
+    was sent before can be newer), from the shared store, with each user's version."""
+    from nexus.extensions import socketio
+
+    alice, bob = make_user("alice"), make_user("bob")
+    presence = app.extensions["nexus.presence"]
+    socket_client(token=token_for(bob))
+    read_in: list[set[str]] = []
+    online_users = presence.online_users
+
+    def spy() -> list[dict[str, Any]]:
+        manager = socketio.server.manager
+        read_in.append({sid for sid, _ in manager.get_participants(namespace, "all_users")})
+        return online_users()
+
+    monkeypatch.setattr(presence, "online_users", spy)
+    client = socket_client(token=token_for(alice), namespace=namespace)
+    [snapshot] = [item["args"][0] for item in client.get_received(namespace) if item["name"] == "online_users"]
+    sid = socketio.server.manager.sid_from_eio_sid(client.eio_sid, namespace)
+    assert read_in and sid in read_in[0]
+    versions = presence.tally.versioned_members("presence")
+    assert {entry["userId"]: entry["version"] for entry in snapshot} == {
+        str(alice.id): versions[str(alice.id)], str(bob.id): versions[str(bob.id)]}
+    assert {entry["status"] for entry in snapshot} == {"online"}
