@@ -37,7 +37,7 @@ def wait_until(condition, timeout: float = 5.0) -> None:
 @pytest.fixture
 def fast_probes(monkeypatch):
     monkeypatch.setattr(outages, "PROBE_EVERY_S", 0.01)
-    monkeypatch.setattr(outages, "SETTLE_S", 0.2)
+    monkeypatch.setattr(outages, "SETTLE_S", 0.5)
 
 
 @pytest.fixture
