@@ -286,8 +286,58 @@ class LimitedWebSocket(WebSocket):
 geventwebsocket.handler.WebSocket = LimitedWebSocket
 
 
+class OpenConnections:
+    """The HTTP connections this process serves, so that a drain can end those nobody is using.
+
+    A connection *waits* while its handler reads a request: a kept-alive connection between two
+    requests, or one whose request has not fully arrived. Otherwise the application has it (a
+    REST call, a long-polling GET, a WebSocket). Once draining, every response says
+    `Connection: close` and no connection waits for another request.
+    """
+
+    def __init__(self) -> None:
+        self._handlers: set[Any] = set()
+        self.draining = False
+
+    def __len__(self) -> int:
+        return len(self._handlers)
+
+    def add(self, handler: Any) -> None:
+        self._handlers.add(handler)
+
+    def discard(self, handler: Any) -> None:
+        self._handlers.discard(handler)
+
+    def begin_drain(self) -> int:
+        """Stop keeping connections alive, and end those waiting for a request now; how many."""
+        self.draining = True
+        ended = 0
+        for handler in list(self._handlers):
+            if handler.waiting_for_request and not handler.request_arriving():
+                handler.cut()
+                ended += 1
+        return ended
+
+    def close_all(self) -> int:
+        """Cut every connection still open (the grace is over): their readers see the end at once."""
+        self.draining = True
+        handlers = list(self._handlers)
+        for handler in handlers:
+            handler.cut(both_ways=True)
+        return len(handlers)
+
+
+#: The connections of this process's server (`nexus serve` and the gunicorn worker serve one each).
+CONNECTIONS = OpenConnections()
+
+
 class NexusHandler(WebSocketHandler):
-    """gevent-websocket's handler, logging through `nexus.access` with tokens scrubbed."""
+    """gevent-websocket's handler, logging through `nexus.access` with tokens scrubbed, and known
+    to CONNECTIONS for as long as its connection is open."""
+
+    waiting_for_request = False
+    requests_read = 0
+    _cut = False
 
     def handle(self) -> None:
         # Events are small writes (an event, then its ack): without TCP_NODELAY the second
@@ -296,7 +346,58 @@ class NexusHandler(WebSocketHandler):
             self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:  # not a TCP socket (a Unix socket behind a proxy)
             pass
-        super().handle()
+        CONNECTIONS.add(self)
+        try:
+            super().handle()
+        finally:
+            CONNECTIONS.discard(self)
+
+    def read_requestline(self) -> str:
+        if CONNECTIONS.draining and self.requests_read and not self.request_arriving():
+            return ""  # no waiting for a next request on a draining instance: the connection ends
+        self.waiting_for_request = True
+        return super().read_requestline()
+
+    def read_request(self, raw_requestline: str) -> Any:
+        try:
+            return super().read_request(raw_requestline)
+        finally:
+            self.waiting_for_request = False  # the application has the request from here on
+            self.requests_read += 1
+
+    def request_arriving(self) -> bool:
+        """Whether bytes of a request wait on the socket (it is served, then the connection closes)."""
+        raw = getattr(getattr(self, "socket", None), "_sock", None)
+        if raw is None:
+            return False
+        try:
+            return bool(raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except OSError:  # nothing there (EAGAIN), or the connection is gone
+            return False
+
+    def _handle_client_error(self, ex: BaseException) -> Any:
+        if self._cut:
+            return None  # a request cut short by the drain is not the client's error: just close
+        return super()._handle_client_error(ex)
+
+    def cut(self, both_ways: bool = False) -> None:
+        """End this connection under its reader: a pending read sees the end of the stream."""
+        self._cut = True
+        self.close_connection = True
+        sock = getattr(self, "socket", None)
+        if sock is None:
+            return
+        try:
+            sock.shutdown(socket.SHUT_RDWR if both_ways else socket.SHUT_RD)
+        except OSError:
+            pass
+
+    def start_response(self, status: str, headers: Any, exc_info: Any = None) -> Any:
+        if CONNECTIONS.draining and not status.startswith("101"):
+            # The client (a load balancer's connection pool) must not send another request here.
+            if not any(name.lower() == "connection" for name, _ in headers):
+                headers = [*headers, ("Connection", "close")]
+        return super().start_response(status, headers, exc_info)
 
     def upgrade_websocket(self) -> Any:
         # gevent-websocket answers 101 before the application sees the request, so engine.io's
@@ -350,19 +451,99 @@ def make_server(app: Any, host: str, port: int) -> pywsgi.WSGIServer:
     )
 
 
+#: How long before the end of NEXUS_SHUTDOWN_GRACE_S the worker cuts the connections still open,
+#: so that it has exited when the grace is over.
+FORCE_BEFORE_END_S = 0.5
+
+
 class GunicornWorker(GeventWebSocketWorker):
     """gunicorn worker: gevent-websocket with Nexus's request handler (`-k nexus.server.GunicornWorker`).
 
-    On SIGTERM it drains the instance (nexus.realtime.shutdown) while gunicorn stops accepting
-    and waits for the open requests, which the drain ends.
+    On SIGTERM it stops accepting, drains the instance (nexus.realtime.shutdown), which ends idle
+    kept-alive connections and every engine.io session, waits for the requests still running,
+    and, shortly before NEXUS_SHUTDOWN_GRACE_S is over, cuts whatever clients still hold open (a
+    WebSocket that never answers the close, a request that never finishes arriving) and ends its
+    handlers. The worker has exited by the end of the grace, whatever clients do, so gunicorn's
+    master (whose graceful_timeout is longer, nexus.gunicorn_conf) never has to kill it.
     """
 
     wsgi_handler = NexusHandler
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._servers: list[Any] = []
+        self._stopping: Any = None
+        self._stopped: Any = None
+        self.stopped_cleanly = False
+
+    def run(self) -> None:
+        # gunicorn's gevent worker's serving, with Nexus's own end (_stop_serving) instead of
+        # its wait of graceful_timeout, polled once a second, before it kills.
+        import gevent
+        from gevent.event import Event
+        from gevent.pool import Pool
+        from gunicorn.http.wsgi import base_environ
+        from gunicorn.sock import ssl_context
+        from gunicorn.workers.ggevent import VERSION
+
+        self._stopped = Event()
+        ssl_args = {"ssl_context": ssl_context(self.cfg)} if self.cfg.is_ssl else {}
+        for listener in self.sockets:
+            listener.setblocking(1)
+            environ = base_environ(self.cfg)
+            environ.update({"wsgi.multithread": True, "SERVER_SOFTWARE": VERSION})
+            server = self.server_class(listener, application=self.wsgi, spawn=Pool(self.worker_connections),
+                                       log=self.log, handler_class=self.wsgi_handler, environ=environ, **ssl_args)
+            server.start()
+            self._servers.append(server)
+        while self.alive:
+            self.notify()
+            self._stopped.wait(1.0)  # set when a SIGTERM's stop is over: the worker exits at once
+        if self._stopping is None:  # alive turned off without SIGTERM (the parent went away)
+            self._stopping = gevent.spawn(self._stop_serving)
+        while not self._stopping.ready():
+            self.notify()
+            self._stopping.join(1.0)
+        self.stopped_cleanly = True  # nexus.gunicorn_conf's worker_exit then skips Python's teardown
+
     def handle_exit(self, sig: int, frame: Any) -> None:
         super().handle_exit(sig, frame)
-        shutdown = getattr(self.wsgi, "extensions", {}).get("nexus.shutdown")
-        if shutdown is not None:
+        if self._stopping is None:
             import gevent
 
-            gevent.spawn(shutdown.drain)
+            self._stopping = gevent.spawn(self._stop_serving)
+
+    def _stop_serving(self) -> None:
+        import time
+
+        import gevent
+
+        started = time.monotonic()
+        shutdown = getattr(self.wsgi, "extensions", {}).get("nexus.shutdown")
+        grace = float(shutdown.grace_s) if shutdown is not None else float(self.cfg.graceful_timeout)
+        deadline = started + max(grace - FORCE_BEFORE_END_S, grace / 2)
+        for server in self._servers:
+            server.close()  # no new connections: the load balancer sends them to another instance
+        if shutdown is not None:
+            drain = gevent.spawn(shutdown.drain)
+            drain.join(max(0.0, deadline - time.monotonic()))
+            if not drain.ready():
+                server_log.warning("the drain did not finish within the grace; stopping anyway")
+        else:
+            CONNECTIONS.begin_drain()
+        pools = [server.pool for server in self._servers if server.pool is not None]
+        while any(len(pool) for pool in pools) and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        if any(len(pool) for pool in pools):
+            cut = CONNECTIONS.close_all()
+            ended = time.monotonic() + 0.2
+            while any(len(pool) for pool in pools) and time.monotonic() < ended:
+                gevent.sleep(0.02)
+            running = sum(len(pool) for pool in pools)
+            for pool in pools:
+                pool.kill(block=True, timeout=0.2)
+            server_log.warning("end of the shutdown grace: cut %d connection(s) clients still held open, "
+                               "ended %d handler(s) still running", cut, running)
+        server_log.info("worker stopped %.2fs after SIGTERM", time.monotonic() - started)
+        if self._stopped is not None:
+            self._stopped.set()
