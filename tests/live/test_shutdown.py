@@ -181,3 +181,39 @@ def test_twenty_clients_behind_nginx_move_to_the_other_instance(redis_channel, l
             except Exception:  # noqa: BLE001
                 pass
         proxy.stop()
+
+
+def test_idle_kept_alive_connections_are_closed_when_the_drain_begins(live_server):
+    """`nexus serve` with kept-alive HTTP connections that wait for their next request, and one
+    whose request never finishes arriving: the drain closes them as it begins (not when the
+    server is stopped after the drain), without a word, and the process exits."""
+    from tests.faults.test_shutdown_faults import RawConnection, watch_until_ended
+
+    url, _ = live_server.database()
+    server = live_server.start(url, env={"NEXUS_SHUTDOWN_GRACE_S": "10"})
+    idle = [RawConnection(server.port) for _ in range(3)]
+    for conn in idle:
+        conn.request("/health")
+    half = RawConnection(server.port)
+    half.send(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nAcc")
+    held = [*idle, half]
+    stop_watching = threading.Event()
+    watch_until_ended(held, stop_watching)
+    try:
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(15) == 0
+        deadline = time.monotonic() + 5
+        while not all(conn.closed_at for conn in held) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        closed_after = [conn.closed_at - started for conn in held if conn.closed_at]
+        assert len(closed_after) == len(held)
+        # The drain's own steps take 0.3 s; the server is stopped (what is left killed) after them.
+        assert max(closed_after) < 0.3, closed_after
+        for conn in held:
+            assert conn.unread() == b""  # no 400 for the request cut short
+        assert "'idleClosed': 4" in server.log()
+    finally:
+        stop_watching.set()
+        for conn in held:
+            conn.close()
