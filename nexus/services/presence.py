@@ -14,7 +14,9 @@ announcements arrive in. After writing `users.status` and announcing, the announ
 version again; if it moved on meanwhile (another instance decided something newer, and its
 database write may have landed first), it settles the user: writes and announces what the shared
 store says now, with its version. The periodic `reconcile` repairs what a crash left behind, in
-both directions, so `users.status` follows the shared count.
+both directions, so `users.status` follows the shared count. The announcements are durable (with a
+message queue they are written to the outbox with the status they report), so an instance that
+dies between writing a status and publishing it does not leave clients believing the old one.
 """
 from __future__ import annotations
 
@@ -137,6 +139,7 @@ class Presence:
                     events.USER_OFFLINE,
                     {"userId": str(user_id), "lastSeen": isoformat(user.last_seen_at), "version": version},
                     room=events.ALL_USERS_ROOM,
+                    durable=True,
                 )
         db.session.commit()
         for user_id, version in announced:
@@ -159,6 +162,7 @@ class Presence:
                 {"userId": str(user_id), "userInfo": self.user_info(user), "version": version},
                 room=events.ALL_USERS_ROOM,
                 skip_sid=skip_sid,
+                durable=True,
             )
 
     # -- convergence ----------------------------------------------------------------
@@ -183,7 +187,7 @@ class Presence:
             else:
                 event = events.USER_ONLINE
                 data = {"userId": str(user_id), "userInfo": self.user_info(user), "version": version}
-            broadcast.emit_after_commit(db.session, event, data, room=events.ALL_USERS_ROOM)
+            broadcast.emit_after_commit(db.session, event, data, room=events.ALL_USERS_ROOM, durable=True)
             db.session.commit()
             if self.tally.version(SCOPE, str(user_id)) == version:
                 return shown
@@ -220,11 +224,15 @@ class Presence:
         session = db.session
         if status == "offline" and was_visible:
             offline = {"userId": str(user_id), "version": version}
-            broadcast.emit_after_commit(session, events.USER_OFFLINE, offline, room=events.ALL_USERS_ROOM)
+            broadcast.emit_after_commit(
+                session, events.USER_OFFLINE, offline, room=events.ALL_USERS_ROOM, durable=True
+            )
         elif status != "offline" and not was_visible:
             online = {"userId": str(user_id), "userInfo": self.user_info(user), "version": version}
-            broadcast.emit_after_commit(session, events.USER_ONLINE, online, room=events.ALL_USERS_ROOM)
-        broadcast.emit_after_commit(session, events.USER_UPDATED, update_event, room=events.ALL_USERS_ROOM)
+            broadcast.emit_after_commit(session, events.USER_ONLINE, online, room=events.ALL_USERS_ROOM, durable=True)
+        broadcast.emit_after_commit(
+            session, events.USER_UPDATED, update_event, room=events.ALL_USERS_ROOM, durable=True
+        )
         session.commit()
         self._confirm(user_id, version)
         return update_event
@@ -307,7 +315,9 @@ class Presence:
         if len(user_ids) <= RECONCILE_ANNOUNCE_MAX:
             for user_id, version in zip(user_ids, versions):
                 data = {"userId": str(user_id), "lastSeen": isoformat(last_seen[user_id]), "version": version}
-                broadcast.emit_after_commit(db.session, events.USER_OFFLINE, data, room=events.ALL_USERS_ROOM)
+                broadcast.emit_after_commit(
+                    db.session, events.USER_OFFLINE, data, room=events.ALL_USERS_ROOM, durable=True
+                )
         else:
             # So many at once is a whole cluster coming back: its clients reconnect and get fresh lists.
             log.warning("reconcile took %d users offline without announcing each", len(user_ids))
