@@ -5,8 +5,8 @@
   by the end of NEXUS_SHUTDOWN_GRACE_S, gunicorn's master never kills it, and the WebSocket
   clients are told and come back through nginx on the other instance.
 - SIGKILL, restart, SIGKILL, SIGKILL: nginx never answers 502 to a REST call while an instance
-  is up (the old sample's `max_fails=3 fail_timeout=10s` did, for seconds, with the restarted
-  instance up), and the socket clients are back within 5 s each time.
+  is up (with `max_fails=3 fail_timeout=10s` in the upstream it does, for seconds, with the
+  restarted instance up), and the socket clients are back within 5 s each time.
 """
 from __future__ import annotations
 
