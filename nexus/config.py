@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 ENVIRONMENTS = ("development", "production", "testing")
 MIN_SECRET_BYTES = 32
@@ -69,6 +70,10 @@ class Config:
     max_payload_bytes: int = 1_000_000
     websocket_compression: bool = False
     max_backlog_bytes: int = 8 * 1024 * 1024
+    # An outbox entry still unpublished this long after its commit is published by any instance.
+    outbox_stale_s: float = 3.0
+    # Test-only places where the process kills itself on purpose ({point: key prefix}); never in production.
+    fault_points: dict[str, str] = field(default_factory=dict)
     auto_migrate: bool = True
     create_demo_users: bool = True
     log_level: str = "INFO"
@@ -90,10 +95,11 @@ class Config:
 
     @property
     def shared_state_url(self) -> str | None:
-        """The Redis that instances share live state through: REDIS_URL, or a redis:// queue."""
+        """The Redis that instances share live state through: REDIS_URL (or REDIS_SENTINELS), or a
+        Redis queue (redis:// or behind Sentinel)."""
         if self.redis_url:
             return self.redis_url
-        if self.message_queue_url and self.message_queue_url.startswith(("redis://", "rediss://")):
+        if self.message_queue_url and self.message_queue_url.startswith(("redis://", "rediss://", SENTINEL_PREFIX)):
             return self.message_queue_url
         return None
 
@@ -116,7 +122,7 @@ class Config:
         database_url = normalize_database_url(env.text("DATABASE_URL", default=""), instance_path)
 
         redis_url = _redis_url(env)
-        queue_url = env.url("MESSAGE_QUEUE_URL", schemes=("redis", "rediss", "amqp", "amqps"))
+        queue_url = _queue_url(env, "MESSAGE_QUEUE_URL")
         if queue_url is None and redis_url and env.flag("SOCKETIO_REDIS_ENABLED", default=False):
             queue_url = redis_url
 
@@ -141,7 +147,7 @@ class Config:
             instance_id=env.text("NEXUS_INSTANCE_ID", default="") or f"{os.uname().nodename}-{os.getpid()}",
             database_url=database_url,
             message_queue_url=queue_url,
-            celery_broker_url=env.url("CELERY_BROKER_URL", schemes=("redis", "rediss", "amqp", "amqps")),
+            celery_broker_url=_queue_url(env, "CELERY_BROKER_URL"),
             redis_url=redis_url,
             queue_channel=env.text("SOCKETIO_REDIS_PREFIX", default="nexus"),
             jwt_secret=jwt_secret,
@@ -183,6 +189,8 @@ class Config:
             max_backlog_bytes=env.integer(
                 "NEXUS_MAX_BACKLOG_BYTES", default=8 * 1024 * 1024, minimum=65_536, maximum=1_000_000_000
             ),
+            outbox_stale_s=env.integer("NEXUS_OUTBOX_STALE_MS", default=3000, minimum=200, maximum=600_000) / 1000,
+            fault_points=_fault_points(env, production),
             auto_migrate=env.flag("NEXUS_AUTO_MIGRATE", default=not production),
             create_demo_users=env.flag("NEXUS_DEMO_USERS", default=not production),
             log_level=env.choice(
@@ -285,6 +293,19 @@ def normalize_database_url(value: str, instance_path: str) -> str:
 
 
 def _redis_url(env: _Reader) -> str | None:
+    sentinels = env.raw("REDIS_SENTINELS")
+    if sentinels is not None:
+        for other in ("REDIS_URL", "REDIS_HOST"):
+            if env.raw(other):
+                raise ConfigError("REDIS_SENTINELS", f"set either REDIS_SENTINELS or {other}, not both")
+        return SentinelAddress(
+            sentinels=_sentinel_hosts("REDIS_SENTINELS", sentinels.split(",")),
+            master=_sentinel_master(env),
+            password=env.raw("REDIS_PASSWORD"),
+            sentinel_password=env.raw("REDIS_SENTINEL_PASSWORD"),
+        ).url
+    if (env.raw("REDIS_URL") or "").startswith(SENTINEL_PREFIX):
+        return _sentinel_url(env, "REDIS_URL")
     url = env.url("REDIS_URL", schemes=("redis", "rediss"))
     if url:
         return url
@@ -295,6 +316,162 @@ def _redis_url(env: _Reader) -> str | None:
     password = env.raw("REDIS_PASSWORD")
     auth = f":{quote(password, safe='')}@" if password else ""
     return f"redis://{auth}{host}:{port}/0"
+
+
+SENTINEL_PREFIX = "redis+sentinel://"
+SENTINEL_PORT = 26379
+DEFAULT_SENTINEL_MASTER = "mymaster"
+_MASTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+@dataclass(frozen=True)
+class SentinelAddress:
+    """A Redis primary found through Sentinel, written as
+    `redis+sentinel://[[user]:password@]host:port,host:port/master[/db][?sentinel_password=...]`:
+    the credentials are the primary's, `sentinel_password` the Sentinels' own."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master: str = DEFAULT_SENTINEL_MASTER
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sentinel_password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def parse(cls, url: str, variable: str = "REDIS_URL", *, default_master: str = DEFAULT_SENTINEL_MASTER,
+              sentinel_password: str | None = None) -> "SentinelAddress":
+        """Read the URL form; ConfigError naming `variable` when it is malformed."""
+        if not url.startswith(SENTINEL_PREFIX):
+            raise ConfigError(variable, f"must start with {SENTINEL_PREFIX}")
+        rest = url[len(SENTINEL_PREFIX):]
+        rest, _, query = rest.partition("?")
+        netloc, _, path = rest.partition("/")
+        userinfo, at, hosts = netloc.rpartition("@")
+        username = password = None
+        if at:
+            user, colon, secret = userinfo.partition(":")
+            username = unquote(user) or None
+            password = unquote(secret) if colon and secret else None
+        options = parse_qs(query, keep_blank_values=True)
+        unknown = set(options) - {"sentinel_password"}
+        if unknown:
+            raise ConfigError(variable, f"unknown option {sorted(unknown)[0]!r}; only sentinel_password is understood")
+        if options.get("sentinel_password"):
+            sentinel_password = options["sentinel_password"][-1] or None
+        parts = [part for part in path.split("/") if part]
+        if len(parts) > 2:
+            raise ConfigError(variable, "expected /master-name/db after the Sentinel addresses")
+        master = parts[0] if parts else default_master
+        if not _MASTER_NAME.fullmatch(master):
+            raise ConfigError(variable, f"{master!r} is not a Sentinel master name")
+        db = 0
+        if len(parts) == 2:
+            if not parts[1].isdigit() or int(parts[1]) > 1_000:
+                raise ConfigError(variable, f"the database number must be a whole number, got {parts[1]!r}")
+            db = int(parts[1])
+        return cls(_sentinel_hosts(variable, hosts.split(",")), master, db, username, password, sentinel_password)
+
+    @property
+    def url(self) -> str:
+        """The `redis+sentinel://` form (every process given it finds the same primary)."""
+        auth = quote(self.username or "", safe="")
+        if self.password:
+            auth += ":" + quote(self.password, safe="")
+        auth += "@" if auth else ""
+        hosts = ",".join(_host_port(host, port) for host, port in self.sentinels)
+        query = f"?sentinel_password={quote(self.sentinel_password, safe='')}" if self.sentinel_password else ""
+        return f"{SENTINEL_PREFIX}{auth}{hosts}/{self.master}/{self.db}{query}"
+
+
+def is_sentinel_url(url: str | None) -> bool:
+    return bool(url) and url.startswith(SENTINEL_PREFIX)  # type: ignore[union-attr]
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _sentinel_hosts(variable: str, items: list[str]) -> tuple[tuple[str, int], ...]:
+    hosts: list[tuple[str, int]] = []
+    for item in items:
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            parts = urlsplit("//" + item)
+            port = parts.port or SENTINEL_PORT
+        except ValueError:
+            raise ConfigError(variable, f"{item!r} is not host:port") from None
+        if not parts.hostname or parts.path or parts.username or parts.query:
+            raise ConfigError(variable, f"{item!r} is not host:port")
+        if (parts.hostname, port) not in hosts:
+            hosts.append((parts.hostname, port))
+    if not hosts:
+        raise ConfigError(variable, "lists no Sentinel (host:port, comma-separated)")
+    return tuple(hosts)
+
+
+def _sentinel_master(env: _Reader) -> str:
+    master = env.text("REDIS_SENTINEL_MASTER", default=DEFAULT_SENTINEL_MASTER)
+    if not _MASTER_NAME.fullmatch(master):
+        raise ConfigError("REDIS_SENTINEL_MASTER", f"{master!r} is not a Sentinel master name")
+    return master
+
+
+def _sentinel_url(env: _Reader, variable: str) -> str:
+    """A `redis+sentinel://` URL read from `variable`, in its canonical form."""
+    return SentinelAddress.parse(
+        env.raw(variable) or "", variable, default_master=_sentinel_master(env),
+        sentinel_password=env.raw("REDIS_SENTINEL_PASSWORD"),
+    ).url
+
+
+def _queue_url(env: _Reader, variable: str) -> str | None:
+    """redis://, amqp://, or Redis behind Sentinel: `redis+sentinel://...` or kombu's
+    `sentinel://host:port;sentinel://host:port` (master REDIS_SENTINEL_MASTER), kept as the former."""
+    value = env.raw(variable)
+    if value is None:
+        return None
+    if value.startswith(SENTINEL_PREFIX):
+        return _sentinel_url(env, variable)
+    if value.startswith("sentinel://"):
+        first = urlsplit(value.split(";", 1)[0])
+        hosts: list[str] = []
+        for item in value.split(";"):
+            item = item.strip()
+            if not item:
+                continue
+            if not item.startswith("sentinel://"):
+                raise ConfigError(variable, "every address of a sentinel:// URL must start with sentinel://")
+            hosts.append(item[len("sentinel://"):].rpartition("@")[2].split("/", 1)[0])
+        db = first.path.strip("/") or "0"
+        auth = value[len("sentinel://"):].split(";", 1)[0].split("/", 1)[0].rpartition("@")
+        canonical = f"{SENTINEL_PREFIX}{auth[0] + '@' if auth[1] else ''}{','.join(hosts)}/{_sentinel_master(env)}/{db}"
+        return SentinelAddress.parse(
+            canonical, variable, sentinel_password=env.raw("REDIS_SENTINEL_PASSWORD")
+        ).url
+    return env.url(variable, schemes=("redis", "rediss", "amqp", "amqps"))
+
+
+FAULT_POINTS = ("after_commit",)
+
+
+def _fault_points(env: _Reader, production: bool) -> dict[str, str]:
+    """NEXUS_FAULT_POINTS=point:prefix,...: where the fault-injection tests make a process die."""
+    value = env.raw("NEXUS_FAULT_POINTS")
+    if value is None:
+        return {}
+    if production:
+        raise ConfigError("NEXUS_FAULT_POINTS", "is for fault-injection tests and is refused when NEXUS_ENV=production")
+    points: dict[str, str] = {}
+    for item in value.split(","):
+        point, _, prefix = item.strip().partition(":")
+        if point not in FAULT_POINTS or not prefix:
+            raise ConfigError(
+                "NEXUS_FAULT_POINTS", f"expected POINT:PREFIX items with POINT one of {', '.join(FAULT_POINTS)}, got {item!r}"
+            )
+        points[point] = prefix
+    return points
 
 
 def _origins(env: _Reader, production: bool) -> tuple[str, ...]:

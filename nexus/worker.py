@@ -38,10 +38,17 @@ def celery_settings(config: Config) -> dict[str, Any]:
         raise ConfigError(
             "CELERY_BROKER_URL", "is not set, and neither is MESSAGE_QUEUE_URL: the worker needs a broker"
         )
-    backend = broker if broker.startswith(("redis://", "rediss://")) else "rpc://"
+    # Redis behind Sentinel: kombu's and Celery's `sentinel://` form, and the primary's name.
+    from nexus.stores.sentinel import kombu_broker
+
+    broker, transport_options = kombu_broker(broker)
+    backend = broker if broker.startswith(("redis://", "rediss://", "sentinel://")) else "rpc://"
+    sentinel = {"broker_transport_options": transport_options,
+                "result_backend_transport_options": transport_options} if transport_options else {}
     return {
         "broker_url": broker,
         "result_backend": backend,
+        **sentinel,
         "result_expires": RESULT_TTL_S,
         "task_serializer": "json",
         "result_serializer": "json",

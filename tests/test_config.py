@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from nexus.config import Config, ConfigError
+from nexus.config import Config, ConfigError, SentinelAddress
 from tests.support.services import ROOT
 
 SECRET = "s" * 40
@@ -219,3 +219,91 @@ def test_bad_dashboard_settings_name_the_variable(tmp_path, environ, variable):
     with pytest.raises(ConfigError) as error:
         load(tmp_path, **environ)
     assert error.value.variable == variable
+
+
+def test_fault_points_and_the_outbox_bound(tmp_path):
+    config = load(tmp_path, NEXUS_FAULT_POINTS="after_commit:crash-", NEXUS_OUTBOX_STALE_MS="1500")
+    assert config.fault_points == {"after_commit": "crash-"}
+    assert config.outbox_stale_s == 1.5
+    assert load(tmp_path).fault_points == {} and load(tmp_path).outbox_stale_s == 3.0
+
+
+@pytest.mark.parametrize(
+    "environ, problem",
+    [
+        ({"NEXUS_FAULT_POINTS": "before_lunch:x"}, "POINT:PREFIX"),
+        ({"NEXUS_FAULT_POINTS": "after_commit"}, "POINT:PREFIX"),
+        ({"NEXUS_FAULT_POINTS": "after_commit:x", "NEXUS_ENV": "production", "JWT_SECRET": SECRET},
+         "refused when NEXUS_ENV=production"),
+    ],
+)
+def test_fault_points_are_refused_when_malformed_or_in_production(tmp_path, environ, problem):
+    with pytest.raises(ConfigError) as refused:
+        load(tmp_path, **environ)
+    assert refused.value.variable == "NEXUS_FAULT_POINTS"
+    assert problem in refused.value.problem
+
+
+def test_the_outbox_bound_is_checked(tmp_path):
+    with pytest.raises(ConfigError, match="NEXUS_OUTBOX_STALE_MS"):
+        load(tmp_path, NEXUS_OUTBOX_STALE_MS="50")
+
+
+def test_redis_behind_sentinel_from_the_sentinel_list(tmp_path):
+    config = load(
+        tmp_path, REDIS_SENTINELS=" s1:26379, s2:26380,s3 ", REDIS_SENTINEL_MASTER="cache-main",
+        REDIS_PASSWORD="p@ss:word", REDIS_SENTINEL_PASSWORD="s/pw", SOCKETIO_REDIS_ENABLED="true",
+    )
+    assert config.redis_url == (
+        "redis+sentinel://:p%40ss%3Aword@s1:26379,s2:26380,s3:26379/cache-main/0?sentinel_password=s%2Fpw"
+    )
+    assert config.message_queue_url == config.redis_url == config.shared_state_url
+    address = SentinelAddress.parse(config.redis_url)
+    assert address.sentinels == (("s1", 26379), ("s2", 26380), ("s3", 26379))
+    assert (address.master, address.db, address.password, address.sentinel_password) == (
+        "cache-main", 0, "p@ss:word", "s/pw")
+    assert "p@ss" not in repr(address) and "s/pw" not in repr(address)
+    assert SentinelAddress.parse(load(tmp_path, REDIS_SENTINELS="s1").redis_url).master == "mymaster"
+
+
+def test_redis_behind_sentinel_as_urls(tmp_path):
+    config = load(tmp_path, REDIS_URL="redis+sentinel://u:pw@a:1,b:2/svc/3")
+    assert config.redis_url == "redis+sentinel://u:pw@a:1,b:2/svc/3"
+    assert config.message_queue_url is None  # a queue only when asked for
+    # The master name comes from REDIS_SENTINEL_MASTER when the URL has none.
+    assert load(tmp_path, REDIS_URL="redis+sentinel://a,b", REDIS_SENTINEL_MASTER="m").redis_url == (
+        "redis+sentinel://a:26379,b:26379/m/0")
+    # kombu's own form for the queue (and the Celery broker), its master named by REDIS_SENTINEL_MASTER.
+    config = load(tmp_path, MESSAGE_QUEUE_URL="sentinel://:pw@a:1/2;sentinel://:pw@b:2/2",
+                  CELERY_BROKER_URL="sentinel://c:3", REDIS_SENTINEL_MASTER="queue", REDIS_SENTINEL_PASSWORD="spw")
+    assert config.message_queue_url == "redis+sentinel://:pw@a:1,b:2/queue/2?sentinel_password=spw"
+    assert config.celery_broker_url == "redis+sentinel://c:3/queue/0?sentinel_password=spw"
+    assert config.redis_url is None and config.shared_state_url == config.message_queue_url
+    # A sentinel password in the URL wins over REDIS_SENTINEL_PASSWORD.
+    url = load(tmp_path, REDIS_URL="redis+sentinel://a/m?sentinel_password=x", REDIS_SENTINEL_PASSWORD="y").redis_url
+    assert SentinelAddress.parse(url).sentinel_password == "x"
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable", "problem"),
+    [
+        ({"REDIS_SENTINELS": " , "}, "REDIS_SENTINELS", "lists no Sentinel"),
+        ({"REDIS_SENTINELS": "s1:port"}, "REDIS_SENTINELS", "is not host:port"),
+        ({"REDIS_SENTINELS": "s1:99999"}, "REDIS_SENTINELS", "is not host:port"),
+        ({"REDIS_SENTINELS": "s1", "REDIS_URL": "redis://r:6379/0"}, "REDIS_SENTINELS", "not both"),
+        ({"REDIS_SENTINELS": "s1", "REDIS_HOST": "r"}, "REDIS_SENTINELS", "not both"),
+        ({"REDIS_SENTINELS": "s1", "REDIS_SENTINEL_MASTER": "my master"}, "REDIS_SENTINEL_MASTER", "master name"),
+        ({"REDIS_URL": "redis+sentinel:///mymaster"}, "REDIS_URL", "lists no Sentinel"),
+        ({"REDIS_URL": "redis+sentinel://a/m/x"}, "REDIS_URL", "database number"),
+        ({"REDIS_URL": "redis+sentinel://a/m/0/extra"}, "REDIS_URL", "/master-name/db"),
+        ({"REDIS_URL": "redis+sentinel://a/m?password=x"}, "REDIS_URL", "unknown option"),
+        ({"MESSAGE_QUEUE_URL": "redis+sentinel://a:b/m"}, "MESSAGE_QUEUE_URL", "is not host:port"),
+        ({"MESSAGE_QUEUE_URL": "sentinel://a:1;redis://b:2"}, "MESSAGE_QUEUE_URL", "must start with sentinel://"),
+        ({"CELERY_BROKER_URL": "sentinel://"}, "CELERY_BROKER_URL", "lists no Sentinel"),
+    ],
+)
+def test_bad_sentinel_settings_name_the_variable(tmp_path, environ, variable, problem):
+    with pytest.raises(ConfigError) as refused:
+        load(tmp_path, **environ)
+    assert refused.value.variable == variable
+    assert problem in refused.value.problem

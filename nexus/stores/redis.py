@@ -190,9 +190,15 @@ POOL_WAIT_S = 5
 
 def connect(url: str, pool_size: int = POOL_SIZE) -> Any:
     """A redis-py client with short timeouts (a dead Redis must not hang a handler for long) and a
-    bounded pool that makes callers wait their turn."""
+    bounded pool that makes callers wait their turn. A `redis+sentinel://` URL follows the
+    primary that its Sentinels name (nexus.stores.sentinel)."""
     import redis
 
+    if url.startswith("redis+sentinel://"):
+        from nexus.stores import sentinel
+
+        return sentinel.connect(url, pool_size=pool_size, pool_wait_s=POOL_WAIT_S, socket_connect_timeout=3,
+                                socket_timeout=5, health_check_interval=30)
     pool = redis.BlockingConnectionPool.from_url(
         url,
         max_connections=pool_size,
