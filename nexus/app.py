@@ -20,7 +20,10 @@ from nexus.realtime.events import ADMIN, CHAT, DEFAULT, PRESENCE
 
 # The namespaces this server registers, in order (the broadcast facade delivers on these).
 NAMESPACES = (DEFAULT, CHAT, PRESENCE, ADMIN)
+from nexus import faults
 from nexus.realtime.gate import RoomGate
+from nexus.realtime.relay import OutboxRelay
+from nexus.realtime.sequencer import Sequencer, conversation as sequencer_conversation
 from nexus.realtime.sessions import SessionRegistry
 
 ROOT = Path(__file__).resolve().parent
@@ -77,7 +80,10 @@ def register_flask_config(app: Flask, settings: Config) -> None:
 def _engine_options(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 15}}
-    return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20, "pool_recycle": 1800}
+    # pool_pre_ping replaces a connection that died with the server (a restart) before it is used;
+    # the connect timeout bounds how long a request waits for a server that does not answer.
+    return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20, "pool_recycle": 1800,
+            "pool_timeout": 10, "connect_args": {"connect_timeout": 5}}
 
 
 @sa_event.listens_for(Engine, "connect")
@@ -114,7 +120,7 @@ def register_extensions(app: Flask, settings: Config) -> None:
 def register_socketio(app: Flask, settings: Config) -> None:
     """The Socket.IO server, its message queue, the namespaces and the broadcast facade."""
     from nexus.realtime.namespaces.chat import ChatContext, ChatNamespace
-    from nexus.realtime.control import Control
+    from nexus.realtime.control import Control, instance_roster
     from nexus.realtime.namespaces.admin import AdminNamespace
     from nexus.realtime.namespaces.default import DefaultNamespace
     from nexus.realtime.namespaces.presence import PresenceNamespace
@@ -154,6 +160,7 @@ def register_socketio(app: Flask, settings: Config) -> None:
     )
     manager = queue.client_manager(settings)
     manager.gate = RoomGate()
+    manager.sequencer = Sequencer(_gap_reader(app))
     options["client_manager"] = manager
     socketio.init_app(app, **options)
     # python-socketio sets the json module on the server's packet class only; the base class is what
@@ -180,6 +187,12 @@ def register_socketio(app: Flask, settings: Config) -> None:
         NAMESPACES,
         count=metrics.emitted,
     )
+    if settings.message_queue_url:
+        facade.outbox = OutboxRelay(
+            app, manager, stale_s=settings.outbox_stale_s, instance_id=settings.instance_id,
+            spawn=socketio.start_background_task, sleep=socketio.sleep,
+        )
+    faults.arm(settings.fault_points)
     broadcast.install(app, facade)
     control = Control(socketio.server, sessions, facade)
     app.extensions["nexus.control"] = control
@@ -191,12 +204,15 @@ def register_socketio(app: Flask, settings: Config) -> None:
         typing=TypingTracker(settings.typing_timeout_s, socketio.start_background_task, socketio.sleep, app),
     )
     app.extensions["nexus.chat"] = chat
+    control.attach(app=app, chat=chat, instance_id=settings.instance_id, peers=instance_roster(stores))
     app.extensions["nexus.stats"] = StatsReporter(
         instance_id=settings.instance_id, server=socketio.server, sessions=sessions, presence=presence,
         live_rooms=chat.live.store, metrics=metrics, board=stores.stats,
     )
     app.extensions["nexus.shutdown"] = Shutdown(app, socketio, settings.shutdown_grace_s)
-    limiter = EventLimiter(settings)
+    from nexus import outages
+
+    limiter = EventLimiter(settings, outages=outages.install(app))
     app.extensions["nexus.limiter"] = limiter
     common = dict(config=settings, sessions=sessions, presence=presence, limiter=limiter, metrics=metrics,
                   shutdown=app.extensions["nexus.shutdown"])
@@ -209,6 +225,20 @@ def register_socketio(app: Flask, settings: Config) -> None:
     for namespace in namespaces:
         socketio.on_namespace(namespace)
     app.extensions["nexus.admin"] = namespaces[-1]
+
+
+def _gap_reader(app: Flask) -> Any:
+    """What the sequencer reads to close a gap in live delivery: the missing messages, from the database."""
+    from nexus.services import messages
+
+    def read(sample: dict[str, Any], after: int, before: int) -> list[dict[str, Any]]:
+        conversation = sequencer_conversation(sample)
+        if conversation is None:
+            return []
+        with app.app_context():
+            return messages.between(conversation, after, before)
+
+    return read
 
 
 def _origin_checker(settings: Config) -> Any:
@@ -253,10 +283,16 @@ def register_rate_limits(app: Flask, settings: Config) -> None:
         # Outside Flask-SocketIO's middleware, so the Socket.IO handshake sees the client's address too.
         hops = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
-    uri = settings.shared_state_url or "memory://"
+    from nexus.stores.sentinel import limits_storage
+
+    uri, storage_options = limits_storage(settings.shared_state_url or "memory://")
     app.config.update(
         RATELIMIT_STORAGE_URI=uri,
-        RATELIMIT_STORAGE_OPTIONS={"key_prefix": f"{settings.queue_channel}:http"} if uri.startswith("redis") else {},
+        # Timeouts: a Redis that stops answering (rather than refusing) fails over to the in-memory
+        # count within a second instead of holding the request.
+        RATELIMIT_STORAGE_OPTIONS={"key_prefix": f"{settings.queue_channel}:http", "socket_timeout": 1.0,
+                                   "socket_connect_timeout": 1.0, **storage_options}
+        if uri.startswith("redis") else {},
         RATELIMIT_STRATEGY="moving-window",
         RATELIMIT_DEFAULT=settings.http_rate_limit,
         RATELIMIT_HEADERS_ENABLED=True,

@@ -30,6 +30,7 @@ class _Task:
     run: Callable[[], Any]
     due: float = 0.0
     failures: int = 0
+    logged: bool = False  # this streak of failures has been logged (outages are the tracker's)
 
 
 @dataclass
@@ -78,6 +79,9 @@ class Keeper:
 
         keeper.tasks.append(_Task("cleanup", float(config.cleanup_interval_s), cleanup, due=time.monotonic() + 60))
         admin = app.extensions.get("nexus.admin")
+        relay = app.extensions["nexus.broadcaster"].outbox
+        if relay is not None:  # events committed here or elsewhere but never published
+            keeper.tasks.append(_Task("outbox", min(1.0, relay.stale_s / 2), relay.sweep))
         keeper.tasks.append(_Task("stats", STATS_EVERY_S, admin.publish_stats if admin else app.extensions["nexus.stats"].publish))
         stores = app.extensions["nexus.stores"]
         if stores.shared or not config.message_queue_url:
@@ -102,16 +106,21 @@ class Keeper:
                 with self.app.app_context():
                     task.run()
             except Exception as exc:
+                tracker = self.app.extensions.get("nexus.outages")
+                if tracker is not None and tracker.refuse(exc) is not None:
+                    pass  # the database or Redis is down: the tracker logs that once, and its end
                 # A traceback for the first failure of a streak; one line for the ones after.
-                if task.failures == 0:
+                elif not task.logged:
                     log.exception("upkeep task %s failed; retrying every %.0fs", task.name, task.every_s)
+                    task.logged = True
                 elif task.failures % 60 == 0:
                     log.warning("upkeep task %s still failing (%d times): %s", task.name, task.failures, exc)
                 task.failures += 1
             else:
-                if task.failures:
+                if task.logged:
                     log.info("upkeep task %s works again after %d failures", task.name, task.failures)
                 task.failures = 0
+                task.logged = False
 
     def run(self) -> None:
         while not self.stopped:

@@ -9,6 +9,7 @@ and accepts only JSON: nothing read from the queue is ever unpickled.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -24,7 +25,9 @@ from socketio import packet as sio_packet
 from nexus.config import Config
 from nexus.realtime import jsonenc
 from nexus.realtime.gate import RoomGate, merged_skip
+from nexus.realtime.sequencer import Sequencer
 from nexus.realtime.transport import DirectOutput
+from nexus.stores.sentinel import kombu_broker
 
 log = logging.getLogger("nexus.queue")
 
@@ -133,8 +136,14 @@ class Outbox:
 
     # -- publishing -----------------------------------------------------------------------
 
-    def put(self, message: Any) -> bool:
-        """Publish a message, or keep it for the worker; True when it was published now."""
+    def put(self, message: Any, done: Callable[[], None] | None = None) -> bool:
+        """Publish a message, or keep it for the worker; True when it was published now.
+
+        `done` is called once the broker has taken the message (now, or later from the worker);
+        never for a message dropped because the outbox was full.
+        """
+        if done is not None:
+            message = _Tracked(message, done)
         with self._cond:
             if self._stopped:
                 raise RuntimeError(f"the {self.name} outbox is closed")
@@ -149,6 +158,7 @@ class Outbox:
             self._busy = False
             if error is None:
                 self.sent += 1
+                _confirm(message)
             else:
                 self._pending.appendleft(message)
                 self._trim()
@@ -227,6 +237,7 @@ class Outbox:
                     self._probe_done(error)
                 elif error is None:
                     self.sent += 1
+                    _confirm(message)
                     if self._failing:
                         self._sent_late += 1
                         self._delay = 0.0
@@ -242,7 +253,7 @@ class Outbox:
     @staticmethod
     def _attempt(send: Callable[[Any], None], message: Any) -> BaseException | None:
         try:
-            send(message)
+            send(message.body if type(message) is _Tracked else message)
         except Exception as exc:  # any broker, network or timeout error: keep the message
             return exc
         return None
@@ -313,11 +324,94 @@ class Outbox:
         self._dropped_now = 0
 
 
+class _Tracked:
+    """A kept message and what to call once the broker has it."""
+
+    __slots__ = ("body", "done")
+
+    def __init__(self, body: Any, done: Callable[[], None]):
+        self.body = body
+        self.done = done
+
+
+def _confirm(message: Any) -> None:
+    if type(message) is _Tracked:
+        try:
+            message.done()
+        except Exception:  # the publication stands; its bookkeeping is retried by the outbox relay
+            log.exception("a publication's confirmation callback failed")
+
+
+class Publication:
+    """The queue publications of one outbox entry: calls `done` once the broker has them all.
+
+    Made by the outbox relay around the delivery of an entry's events; the publisher reports
+    each message it publishes meanwhile (see `tracking`).
+    """
+
+    __slots__ = ("done", "expected", "confirmed", "sealed", "fired")
+
+    def __init__(self, done: Callable[[], None]):
+        self.done = done
+        self.expected = 0
+        self.confirmed = 0
+        self.sealed = False
+        self.fired = False
+
+    def expect(self) -> None:
+        self.expected += 1
+
+    def confirm(self) -> None:
+        self.confirmed += 1
+        self._check()
+
+    def seal(self) -> None:
+        """Every publication has been made (confirmed or kept): `done` may fire now or later."""
+        self.sealed = True
+        self._check()
+
+    @property
+    def complete(self) -> bool:
+        return self.fired
+
+    def _check(self) -> None:
+        if self.sealed and not self.fired and self.confirmed >= self.expected:
+            self.fired = True
+            self.done()
+
+
+# The publication being made by this greenlet (threading.local is greenlet-local under gevent).
+_tracking = threading.local()
+
+
+@contextlib.contextmanager
+def tracking(publication: Publication) -> Iterator[Publication]:
+    """Within the block, what this greenlet publishes to the queue is counted by `publication`."""
+    previous = getattr(_tracking, "current", None)
+    _tracking.current = publication
+    try:
+        yield publication
+    finally:
+        _tracking.current = previous
+        publication.seal()
+
+
+def _is_redis(url: str) -> bool:
+    return url.startswith(("redis://", "rediss://", "redis+sentinel://"))
+
+
+def _broker(url: str) -> str:
+    """The URL kombu connects to: a `redis+sentinel://` URL becomes kombu's `sentinel://` form."""
+    return kombu_broker(url)[0]
+
+
 def _transport_options(url: str, *, publisher: bool) -> dict[str, Any]:
-    if url.startswith(("redis://", "rediss://")):
+    if _is_redis(url):
+        # Behind Sentinel: which primary to ask the Sentinels for, and how to reach them.
+        sentinel = kombu_broker(url)[1]
         if publisher:
-            return {"socket_timeout": PUBLISH_TIMEOUT_S, "socket_connect_timeout": PUBLISH_TIMEOUT_S}
-        return {"socket_connect_timeout": LISTEN_CONNECT_TIMEOUT_S}
+            return {"socket_timeout": PUBLISH_TIMEOUT_S, "socket_connect_timeout": PUBLISH_TIMEOUT_S, **sentinel}
+        return {"socket_connect_timeout": LISTEN_CONNECT_TIMEOUT_S, **sentinel}
     if publisher:
         # Publisher confirms: a publish counts as done only when the broker has it; a dead
         # connection shows up as an error instead of a message silently written into it.
@@ -343,14 +437,20 @@ class _ResilientPublisher:
 
     def _publisher_connection(self) -> kombu.Connection:
         return kombu.Connection(
-            self.url,
+            _broker(self.url),
             connect_timeout=PUBLISH_TIMEOUT_S,
             transport_options=_transport_options(self.url, publisher=True),
         )
 
     def _publish(self, data: Any) -> None:
         # Encoded now: a message that cannot be encoded is the caller's bug, not an outage.
-        self.outbox.put(self.json.dumps(data))
+        body = self.json.dumps(data)
+        publication = getattr(_tracking, "current", None)
+        if publication is None:
+            self.outbox.put(body)
+        else:
+            publication.expect()
+            self.outbox.put(body, done=publication.confirm)
 
     def _send_now(self, body: str) -> None:
         """One bounded publish: a stale connection is replaced and tried once more; errors raise."""
@@ -411,9 +511,24 @@ class _GatedManager(socketio.Manager):
     """Local fan-out that leaves out the sockets a RoomGate holds back."""
 
     gate: RoomGate | None = None
+    sequencer: Sequencer | None = None
 
     def emit(self, event, data, namespace, room=None, skip_sid=None, callback=None, to=None, **kwargs):
         room = to or room
+        if self.sequencer is not None and callback is None and isinstance(room, str):
+            rooms = self.rooms.get(namespace, {})
+            if not rooms.get(room):
+                self.sequencer.forget(namespace, room)  # no socket of this process is in it
+                return None
+            # To one socket (a catch-up replay, a reply): sent as asked, not sequenced.
+            admitted = None if room in rooms.get(None, ()) else self.sequencer.admit(namespace, room, event, data)
+            if admitted is not None:
+                for name, item in admitted:
+                    self._deliver(name, item, namespace, room, skip_sid if item is data else None, None, **kwargs)
+                return None
+        return self._deliver(event, data, namespace, room, skip_sid, callback, **kwargs)
+
+    def _deliver(self, event, data, namespace, room, skip_sid, callback, **kwargs):
         if self.gate is not None:
             held = self.gate.screen(namespace, room, event, data)
             if held:
@@ -490,9 +605,9 @@ class QueueManager(_ResilientPublisher, socketio.KombuManager, _GatedManager):
     def _connection(self) -> kombu.Connection:
         options = {"connect_timeout": LISTEN_CONNECT_TIMEOUT_S, **self.connection_options}
         options.setdefault("transport_options", _transport_options(self.url, publisher=False))
-        if not self.url.startswith(("redis://", "rediss://")):
+        if not _is_redis(self.url):
             options.setdefault("heartbeat", LISTEN_HEARTBEAT_S)
-        return kombu.Connection(self.url, **options)
+        return kombu.Connection(_broker(self.url), **options)
 
     def _listen(self) -> Iterator[Any]:  # python-socketio's generator of raw messages
         delay = LISTEN_RETRY_MIN_S

@@ -153,10 +153,17 @@ class ChatEvents:
         room = rooms.join(
             actor, name, auto_create=self.config.auto_create_rooms, guests_can_chat=self.config.guests_can_chat
         )
+        # Access revoked while the database was asked (nexus.realtime.control): checked with no
+        # yield before the socket enters the room, so a revocation either finds it in or keeps it out.
+        if self.chat.gate.is_revoked(room.name, session.user_id) or session.role != actor.role:
+            raise NexusError("FORBIDDEN", f"You can no longer take part in {room.name!r}.")
         if since is not None:
             # Live messages wait until the replay is done (see nexus.realtime.gate).
             self.chat.gate.hold(self.namespace, room.name, session.sid)
         if not self.chat.live.has_socket(room.name, session.sid):
+            sequencer = getattr(self.socketio.server.manager, "sequencer", None)
+            if sequencer is not None:  # live messages of this room go out here in seq order from now on
+                sequencer.seed(self.namespace, room.name, room.last_seq)
             self.enter_room(session.sid, room.name)
             self.chat.live.entered(actor, room.name, session.sid)
         result: dict[str, Any] = {"roomId": room.name, "room": room.name, "kind": room.kind}
@@ -196,6 +203,8 @@ class ChatEvents:
 
     def _replay(self, session: SocketSession, missed: list[dict[str, Any]]) -> None:
         for message in missed:
+            if self.chat.gate.is_revoked(message.get("roomId") or "", session.user_id):
+                return  # taken out of the room meanwhile: nothing more of it
             broadcast.reply(events.ROOM_MESSAGE, message, sid=session.sid, namespace=self.namespace)
 
     def _typing_room(self, session: SocketSession, payload: Any) -> str:
