@@ -10,6 +10,7 @@ from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 
 from nexus.models import isoformat, utcnow
+from nexus.outages import RETRY_AFTER_MS, refuse
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger("nexus.health")
@@ -44,7 +45,9 @@ def ready():
     }
     if failing:
         body["failing"] = failing
-    return jsonify(body), 503 if failing else 200
+    if failing:
+        return jsonify(body), 503, {"Retry-After": str(max(1, RETRY_AFTER_MS // 1000))}
+    return jsonify(body), 200
 
 
 def _run(check: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -53,7 +56,8 @@ def _run(check: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         with _time_limit(CHECK_TIMEOUT_S):
             result = check()
     except Exception as exc:  # any failure of a dependency is "failing"; details go to the log only
-        log.warning("readiness check %s failed: %s", check.__name__.strip("_"), _describe(exc))
+        if refuse(exc) is None:  # an outage is logged by the tracker, once, not at every probe
+            log.warning("readiness check %s failed: %s", check.__name__.strip("_"), _describe(exc))
         result = {"status": "failing", "error": type(exc).__name__}
     result.setdefault("latencyMs", round((time.monotonic() - started) * 1000, 1))
     return result

@@ -38,6 +38,7 @@ from nexus.dashboard.forms import (
     check_csrf,
     csrf_token,
 )
+from nexus import outages
 from nexus.errors import NexusError
 from nexus.extensions import db, http_limiter
 from nexus.models import BROADCAST_KINDS, ROLES, User
@@ -188,6 +189,12 @@ def _http_error(error: HTTPException):
 
 @bp.errorhandler(Exception)
 def _unexpected(error: Exception):
+    refused = outages.refuse(error)  # the database or Redis is down: a 503 page, logged once per outage
+    if refused is not None:
+        outages.rollback(db.session)
+        g.admin = None  # the page must not load anything more from the database
+        page, status = _error_page(refused.status, refused.code, refused.message)
+        return page, status, outages.retry_after_header(refused)
     reference = uuid.uuid4().hex[:12]
     log.error("internal error ref=%s %s %s", reference, request.method, request.path, exc_info=error)
     db.session.rollback()
@@ -196,7 +203,8 @@ def _unexpected(error: Exception):
 
 def _error_page(status: int, code: str, message: str | None):
     if request.endpoint == "dashboard.socket_token":
-        return _json_error(NexusError(code if code in ("UNAUTHORIZED", "FORBIDDEN") else "BAD_REQUEST", message))
+        known = code in ("UNAUTHORIZED", "FORBIDDEN", "UNAVAILABLE")
+        return _json_error(NexusError(code if known else "BAD_REQUEST", message))
     return render_template("dashboard/error.html", status=status, code=code, message=message), status
 
 

@@ -8,6 +8,7 @@ from typing import Any, Callable
 from flask import request
 from flask_socketio import ConnectionRefusedError, Namespace
 
+from nexus import outages
 from nexus.config import Config
 from nexus.errors import NexusError
 from nexus.extensions import db
@@ -24,8 +25,11 @@ _degraded_logged: dict[str, float] = {}
 
 
 def degraded(what: str, exc: BaseException) -> None:
-    """Presence bookkeeping failed (Redis down, say): the connection and its events go on; one
-    warning a minute per kind of failure, without a traceback."""
+    """Presence bookkeeping failed (Redis down, say): the connection and its events go on. An outage
+    is logged once by the outage tracker; any other failure, one warning a minute per kind, without
+    a traceback."""
+    if outages.refuse(exc) is not None:
+        return
     now = time.monotonic()
     if now - _degraded_logged.get(what, 0.0) > 60:
         _degraded_logged[what] = now
@@ -91,7 +95,7 @@ class NexusNamespace(Namespace):
             log.info("connection refused ns=%s code=%s", self.namespace, exc.code)
             raise ConnectionRefusedError(exc.message, exc.to_dict()) from None
         except Exception as exc:  # the database is down, say: refuse, never crash the server
-            error = acks.internal_error(exc, event="connect", sid=request.sid)
+            error = acks.unexpected(exc, event="connect", sid=request.sid)
             raise ConnectionRefusedError(error.message, error.to_dict()) from None
         self.join_managed_rooms(session)
         self.metrics.connected()
@@ -101,14 +105,14 @@ class NexusNamespace(Namespace):
         try:
             self.presence.connected(session.actor(), session.sid)
         except Exception as exc:
-            db.session.rollback()
+            outages.rollback(db.session)
             degraded("presence on connect", exc)
         for step in (lambda: self.welcome(session), lambda: self.after_connect(session, auth)):
             try:
                 step()
             except Exception as exc:  # the connection stands; the client is told
-                db.session.rollback()
-                error = acks.internal_error(exc, event="connect", sid=session.sid)
+                outages.rollback(db.session)
+                error = acks.unexpected(exc, event="connect", sid=session.sid)
                 broadcast.reply(events.ERROR, {**error.to_dict(), "event": "connect"}, sid=session.sid,
                                 namespace=self.namespace)
 
@@ -118,12 +122,12 @@ class NexusNamespace(Namespace):
             try:
                 self.on_socket_closed(session)
             except Exception as exc:
-                db.session.rollback()
-                acks.internal_error(exc, event="disconnect", sid=session.sid)
+                outages.rollback(db.session)
+                acks.unexpected(exc, event="disconnect", sid=session.sid)
             try:
                 self.presence.disconnected(session.actor())
             except Exception as exc:
-                db.session.rollback()
+                outages.rollback(db.session)
                 degraded("presence on disconnect", exc)
             self.sessions.remove(request.sid)
             self.limiter.forget_socket(request.sid)
@@ -247,7 +251,7 @@ class NexusNamespace(Namespace):
         except NexusError as exc:
             return self._answer(event, sid, acks.failure(exc))
         except Exception as exc:
-            return self._answer(event, sid, acks.failure(acks.internal_error(exc, event=event, sid=sid)))
+            return self._answer(event, sid, acks.failure(acks.unexpected(exc, event=event, sid=sid)))
 
     def _limit(self, session: SocketSession, event: str, cost: int) -> None:
         verdict = self.limiter.check(rate_key(session.user_id, session.remote_addr), session.sid, cost)
@@ -264,7 +268,7 @@ class NexusNamespace(Namespace):
             log.warning("disconnecting sid=%s: kept sending while rate limited", session.sid)
             self.socketio.start_background_task(self.socketio.server.disconnect, session.sid, self.namespace)
         raise NexusError("RATE_LIMITED", f"Too many events; retry in {verdict.retry_after_ms} ms.",
-                         details={"retryAfterMs": verdict.retry_after_ms})
+                         retry_after_ms=verdict.retry_after_ms)
 
     def _touch(self, session: SocketSession) -> None:
         # Activity bookkeeping must never cost the event itself (a Redis outage, say).
