@@ -24,8 +24,12 @@ class Nginx:
         self.prefix = tmp_path / "nginx"
         (self.prefix / "logs").mkdir(parents=True, exist_ok=True)
         config = SAMPLE.read_text()
-        servers = "\n".join(f"        server 127.0.0.1:{port} max_fails=3 fail_timeout=10s;" for port in upstream_ports)
-        config, count = re.subn(r"(?m)^\s*server 127\.0\.0\.1:\d+ [^\n]*;\n?(?:\s*server 127\.0\.0\.1:\d+ [^\n]*;\n?)*",
+        # Each test instance gets a server line with the sample's own parameters (max_fails=...).
+        found = re.search(r"(?m)^\s*server 127\.0\.0\.1:\d+( [^\n;]*)?;", config)
+        assert found, "deploy/nginx.conf has no upstream server line"
+        parameters = found.group(1) or ""
+        servers = "\n".join(f"        server 127.0.0.1:{port}{parameters};" for port in upstream_ports)
+        config, count = re.subn(r"(?m)^\s*server 127\.0\.0\.1:\d+[^\n]*;\n?(?:\s*server 127\.0\.0\.1:\d+[^\n]*;\n?)*",
                                 servers + "\n", config)
         assert count == 1, "deploy/nginx.conf's upstream block changed shape"
         config = config.replace("listen 8080;", f"listen 127.0.0.1:{self.port};")
