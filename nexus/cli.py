@@ -56,9 +56,14 @@ def serve_until_signalled(app: Any, server: Any) -> None:
     finished = gevent.event.Event()
 
     def stop(grace_s: float) -> None:
+        from nexus.server import CONNECTIONS
+
+        deadline = time.monotonic() + grace_s
         server.close()  # no new connections
         shutdown.drain(grace_s=grace_s)
-        server.stop(timeout=1)
+        # Whatever clients still hold open is cut, so the process ends within its grace.
+        CONNECTIONS.close_all()
+        server.stop(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
         finished.set()
 
     def on_signal(signum: int) -> None:
