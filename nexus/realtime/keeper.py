@@ -67,6 +67,15 @@ class Keeper:
             _Task("away", max(0.5, min(5.0, config.away_after_s / 4)), presence.sweep_away),
             _Task("last_seen", float(config.last_seen_write_s), presence.flush_last_seen),
         ]
+        def _prune_sequences() -> int:
+            from nexus.extensions import socketio
+
+            manager = socketio.server.manager
+            sequencer = getattr(manager, "sequencer", None)
+            if sequencer is None:
+                return 0
+            return sequencer.prune(lambda namespace, room: bool(manager.rooms.get(namespace, {}).get(room)))
+
         def cleanup() -> None:
             from nexus.services.tokens import purge_expired_revocations
 
@@ -74,6 +83,7 @@ class Keeper:
                 "revoked_tokens": purge_expired_revocations(),
                 "typing": chat.typing.sweep(),
                 "catch_up_screens": chat.gate.prune(),
+                "room_sequences": _prune_sequences(),
             }
             log.info("cleanup removed %s", " ".join(f"{name}={count}" for name, count in removed.items()))
 

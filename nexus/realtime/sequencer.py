@@ -71,6 +71,14 @@ class Sequencer:
         """No socket of this process is in the room any more."""
         self._tracks.pop((namespace, room), None)
 
+    def prune(self, occupied: Callable[[str, str], bool]) -> int:
+        """Forget the rooms no socket of this process is in any more (a user room whose user left
+        and was sent nothing since); returns how many."""
+        gone = [key for key in self._tracks if not occupied(*key)]
+        for key in gone:
+            del self._tracks[key]
+        return len(gone)
+
     def admit(self, namespace: str, room: str, event: str, data: Any) -> list[tuple[str, Any]] | None:
         """What to deliver to the room now, in order, for this emission: [(event, data), ...];
         [] for a copy already delivered (or queued behind a gap being filled); None when the

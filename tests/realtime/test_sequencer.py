@@ -115,3 +115,12 @@ def test_forgetting_a_room_starts_it_again_from_the_next_seed():
 @pytest.mark.parametrize("bad", [{"seq": "3", "roomId": "general"}, {"seq": 3, "roomId": None, "from": "x", "to": "y"}])
 def test_malformed_sequence_fields_are_delivered_as_they_are(bad):
     assert Sequencer().admit(NS, "general", ROOM_MESSAGE, bad) is None
+
+
+def test_rooms_left_empty_are_pruned():
+    sequencer = Sequencer()
+    sequencer.admit(NS, "general", ROOM_MESSAGE, message(1))
+    sequencer.admit(NS, "user_2", NEW_MESSAGE, message(1, room=None))
+    assert sequencer.prune(lambda namespace, room: room == "general") == 1
+    assert len(sequencer) == 1
+    assert sequencer.admit(NS, "general", ROOM_MESSAGE, message(1)) == []  # still tracked
