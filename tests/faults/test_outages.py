@@ -33,6 +33,7 @@ import socketio
 from nexus.outages import RETRY_AFTER_MS
 from tests.support import services
 from tests.support.live import LiveServer, LiveServerFactory, Seeder
+from tests.support.scale import wait_until
 
 pytestmark = pytest.mark.live
 
@@ -50,17 +51,6 @@ MAX_LOUD_LINES = 30  # warnings and errors in one instance's log for both outage
 def _pg_bin() -> Path | None:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     return found[-1].parent if found else None
-
-
-def _wait(condition: Callable[[], Any], timeout: float, message: Callable[[], str] | str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(message() if callable(message) else message)
-        time.sleep(0.1)
 
 
 # -- private services ------------------------------------------------------------------------
@@ -103,7 +93,7 @@ class PrivatePostgres:
                    "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
         self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options,
                           "-w", "-t", "30", "start", timeout=40)
-        _wait(self.answers, 15, "the private PostgreSQL does not answer")
+        wait_until(self.answers, 15, "the private PostgreSQL does not answer")
 
     def stop(self, mode: str = "fast") -> None:
         self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop",
@@ -145,7 +135,7 @@ class PrivateRedis:
             stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()
-        _wait(self.answers, 10, "the private Redis does not answer")
+        wait_until(self.answers, 10, "the private Redis does not answer")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -389,7 +379,7 @@ def test_database_and_redis_restarts_are_answered_unavailable_and_recovered(tmp_
             server.wait_ready(45)
         urls = [server.url for server in servers]
         for url in urls:
-            _wait(lambda: requests.get(url + "/health/ready", timeout=3).status_code == 200, 20,
+            wait_until(lambda: requests.get(url + "/health/ready", timeout=3).status_code == 200, 20,
                   f"{url} not ready")
 
         senders = [Sender(name, seeder.token(name), urls[index % INSTANCES], record, stop)
@@ -403,20 +393,20 @@ def test_database_and_redis_restarts_are_answered_unavailable_and_recovered(tmp_
             worker.start()
         started = time.monotonic()
         for url in urls:
-            _wait(lambda: record.ok_acks_since(url, started) > 0, 15, f"no message acknowledged on {url}")
+            wait_until(lambda: record.ok_acks_since(url, started) > 0, 15, f"no message acknowledged on {url}")
 
         # -- PostgreSQL: fast shutdown, down for a while, started again --------------------------
         stopped = time.monotonic()
         postgres.stop("fast")
         for url in urls:
-            _wait(lambda: record.unavailable_acks_since(url, stopped) > 0
+            wait_until(lambda: record.unavailable_acks_since(url, stopped) > 0
                   and 503 in record.http_since(url, "/api/rooms", stopped), DETECT_S,
                   f"{url} never answered UNAVAILABLE while PostgreSQL was down")
         time.sleep(DOWN_S)  # the outage lasts: refusals keep coming, the log must not grow per request
         postgres.start()
         back = time.monotonic()
         for url in urls:
-            _wait(lambda: record.ok_acks_since(url, back) > 0
+            wait_until(lambda: record.ok_acks_since(url, back) > 0
                   and 200 in record.http_since(url, "/api/rooms", back)
                   and 200 in record.http_since(url, "/api/auth/login", back)
                   and 200 in record.http_since(url, "/dashboard/", back), RECOVER_S,
@@ -428,19 +418,19 @@ def test_database_and_redis_restarts_are_answered_unavailable_and_recovered(tmp_
         stopped = time.monotonic()
         redis_server.stop()
         for url in urls:
-            _wait(lambda: 503 in record.http_since(url, "/api/users/online", stopped), DETECT_S,
+            wait_until(lambda: 503 in record.http_since(url, "/api/users/online", stopped), DETECT_S,
                   f"{url} never answered 503 while Redis was down")
         time.sleep(DOWN_S)
         redis_server.start()
         back = time.monotonic()
         for url in urls:
-            _wait(lambda: record.ok_acks_since(url, back) > 0
+            wait_until(lambda: record.ok_acks_since(url, back) > 0
                   and 200 in record.http_since(url, "/api/users/online", back)
                   and 200 in record.http_since(url, "/health/ready", back), RECOVER_S,
                   f"{url} did not serve again within {RECOVER_S}s of Redis's return")
         redis_recovery_s = time.monotonic() - back
         redis_back = back
-        _wait(lambda: all(_log_lines(server, r"nexus\.outages: redis available again") for server in servers),
+        wait_until(lambda: all(_log_lines(server, r"nexus\.outages: redis available again") for server in servers),
               RECOVER_S, "the end of the Redis outage was not logged on every instance")
         stop.set()
         for worker in workers:

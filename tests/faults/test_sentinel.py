@@ -23,7 +23,9 @@ import requests
 
 from tests.support import services
 from tests.support.live import LiveServer, LiveServerFactory, Seeder
-from tests.support.scale import READY_TIMEOUT_S, Tab, close_all, postgres_database, wait_until, wait_until_ready
+from tests.support.scale import (
+    READY_TIMEOUT_S, Tab, close_all, postgres_database, stored, wait_until, wait_until_ready,
+)
 
 pytestmark = [pytest.mark.live, pytest.mark.postgres]
 
@@ -251,20 +253,6 @@ def shared_state_ok(server: LiveServer) -> bool:
         return answer.json()["checks"]["sharedState"]["status"] == "ok"
     except (requests.RequestException, ValueError, KeyError):
         return False
-
-
-def stored(database_url: str, ids: set[str]) -> set[str]:
-    """The message ids among `ids` that are in the database."""
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(text("SELECT id FROM messages WHERE id = ANY(:ids)"),
-                                      {"ids": [int(i) for i in ids]})
-            return {str(row[0]) for row in rows}
-    finally:
-        engine.dispose()
 
 
 def spend(tab: Tab, count: int) -> int:

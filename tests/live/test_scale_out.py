@@ -16,12 +16,11 @@ from typing import Any, Iterator
 
 import pytest
 import socketio
-from sqlalchemy import create_engine, text
 
 from tests.live.test_admin_live import AdminClient
 from tests.support import services
 from tests.support.cluster import ABSENCE_WINDOW, Client, assert_none_receive
-from tests.support.scale import Grid, Tab, close_all, grid, wait_until
+from tests.support.scale import Grid, Tab, close_all, grid, stored, wait_until
 
 pytestmark = [pytest.mark.live, pytest.mark.redis, pytest.mark.postgres]
 
@@ -374,18 +373,6 @@ def test_rabbitmq_queue_smoke_broadcast_direct_message_and_worker(tmp_path):
 
 CHATTERS = 20
 KILL_ROOM = "busy"
-
-
-def stored(database_url: str, ids: set[str]) -> set[str]:
-    """The message ids (as the wire writes them) among `ids` that are in the database."""
-    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(text("SELECT id FROM messages WHERE id = ANY(:ids)"),
-                                      {"ids": [int(i) for i in ids]})
-            return {str(row[0]) for row in rows}
-    finally:
-        engine.dispose()
 
 
 def test_sigkill_mid_traffic_clients_move_catch_up_and_presence_heals(tmp_path):

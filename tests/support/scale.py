@@ -39,6 +39,20 @@ def postgres_database() -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def stored(database_url: str, ids: set[str]) -> set[str]:
+    """The message ids (as the wire writes them) among `ids` that are in a PostgreSQL database."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT id FROM messages WHERE id = ANY(:ids)"),
+                                      {"ids": [int(i) for i in ids]})
+            return {str(row[0]) for row in rows}
+    finally:
+        engine.dispose()
+
+
 def instance_pid(server: LiveServer) -> int:
     """The pid of the gunicorn worker (the process that serves) under a Procfile instance's master."""
     children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()
