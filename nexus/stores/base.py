@@ -36,6 +36,11 @@ class Tally(Protocol):
     def versioned_members(self, scope: str) -> dict[str, int]:
         """The members present on every live instance, each with its version, read together."""
 
+    def restate(self, scope: str, members: list[str]) -> list[tuple[bool, int]]:
+        """For each member, in order: whether it is present on a live instance, and a new version
+        raised in the same atomic step. What a repair announces: its version was never handed out
+        before, so no client can hold another state under it."""
+
     def members(self, scope: str) -> set[str]:
         """The members present in a scope, on every live instance."""
 

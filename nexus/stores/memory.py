@@ -8,12 +8,18 @@ from nexus.stores.base import STATS_TTL_S
 
 
 class MemoryTally:
-    """Tally of one process: there are no other instances to count or to reap."""
+    """Tally of one process: there are no other instances to count or to reap.
 
-    def __init__(self) -> None:
+    A member's versions start at the clock in microseconds (or at `origin`), as in Redis: the
+    database keeps the version of the last status it was written from, and a restarted process
+    must hand out higher ones.
+    """
+
+    def __init__(self, origin: int | None = None) -> None:
         self._lock = Lock()
         self._counts: dict[str, dict[str, int]] = {}
         self._versions: dict[tuple[str, str], int] = {}
+        self._origin = origin
 
     def add(self, scope: str, member: str) -> bool:
         with self._lock:
@@ -45,10 +51,17 @@ class MemoryTally:
         with self._lock:
             return {member: self._versions.get((scope, member), 0) for member in self._counts.get(scope, ())}
 
+    def restate(self, scope: str, members: list[str]) -> list[tuple[bool, int]]:
+        with self._lock:
+            present = self._counts.get(scope, {})
+            return [(member in present, self._bump(scope, member)) for member in members]
+
     def _bump(self, scope: str, member: str) -> int:
-        version = self._versions.get((scope, member), 0) + 1
-        self._versions[(scope, member)] = version
-        return version
+        version = self._versions.get((scope, member))
+        if version is None:
+            version = int(time.time() * 1_000_000) if self._origin is None else self._origin
+        self._versions[(scope, member)] = version + 1
+        return version + 1
 
     def remove(self, scope: str, member: str) -> bool:
         with self._lock:

@@ -121,6 +121,25 @@ end
 return out
 """
 
+# ARGV: prefix, scope, member, ... For each member: present on a live instance (0/1), then a new version.
+_RESTATE = _VERSION + """
+local prefix, scope = ARGV[1], ARGV[2]
+local live = {}
+for _, inst in ipairs(redis.call('SMEMBERS', prefix .. ':instances')) do
+  if redis.call('EXISTS', prefix .. ':inst:' .. inst) == 1 then live[#live + 1] = prefix .. ':c:' .. scope .. ':' .. inst end
+end
+local out = {}
+for i = 3, #ARGV do
+  local present = 0
+  for _, key in ipairs(live) do
+    if redis.call('HEXISTS', key, ARGV[i]) == 1 then present = 1; break end
+  end
+  out[#out + 1] = present
+  out[#out + 1] = next_version(prefix .. ':v:' .. scope, ARGV[i])
+end
+return out
+"""
+
 # ARGV: prefix, scope, member, ... The current version of each member.
 _VERSIONS = _VERSION + """
 local members = {}
@@ -227,6 +246,7 @@ class RedisTally:
         self._bump_known = client.register_script(_BUMP_KNOWN)
         self._bump = client.register_script(_BUMP)
         self._versions = client.register_script(_VERSIONS)
+        self._restate = client.register_script(_RESTATE)
         self._lock = Lock()
         # What this instance holds, to restore it if the others ever reaped it (a long stall).
         self._local: dict[str, dict[str, int]] = {}
@@ -268,6 +288,12 @@ class RedisTally:
     def versioned_members(self, scope: str) -> dict[str, int]:
         flat = self._versioned_members(args=[self.prefix, scope])
         return {member: int(version) for member, version in zip(flat[0::2], flat[1::2])}
+
+    def restate(self, scope: str, members: list[str]) -> list[tuple[bool, int]]:
+        if not members:
+            return []
+        flat = self._restate(args=[self.prefix, scope, *members])
+        return [(bool(present), int(version)) for present, version in zip(flat[0::2], flat[1::2])]
 
     def members(self, scope: str) -> set[str]:
         return set(self._members(args=[self.prefix, scope]))

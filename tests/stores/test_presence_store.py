@@ -229,6 +229,35 @@ def test_versioned_members_lists_who_is_present_with_their_versions(tally):
     assert tally.remove("room:general", "u:1") is True
 
 
+def test_restate_reads_who_is_present_under_a_version_never_handed_out_before(tally):
+    entered = tally.enter(PRESENCE, "1")
+    left = tally.enter(PRESENCE, "2")
+    left = tally.leave(PRESENCE, "2")
+    [(present_1, v1), (present_2, v2), (present_3, v3)] = tally.restate(PRESENCE, ["1", "2", "3"])
+    assert (present_1, present_2, present_3) == (True, False, False)
+    assert v1 > entered and v2 > left and v3 > 0
+    assert tally.versions(PRESENCE, ["1", "2", "3"]) == [v1, v2, v3]
+    assert tally.restate(PRESENCE, []) == []
+
+
+def test_a_restarted_process_hands_out_versions_above_the_earlier_ones():
+    """The database keeps the version of the last status written: a new process's must be higher."""
+    before = MemoryTally().enter(PRESENCE, "1")
+    assert MemoryTally().enter(PRESENCE, "1") > before
+    assert MemoryTally(origin=0).enter(PRESENCE, "1") == 1
+
+
+def test_restate_takes_an_unreaped_dead_instance_as_absent_with_a_new_version(instance, redis_state):
+    """The state that changed without a version (a heartbeat that expired): a repair announcing it
+    must not reuse the version its arrival was announced with."""
+    client, prefix = redis_state
+    a, b = instance("a"), instance("b")
+    arrived = a.enter(PRESENCE, "1")
+    client.delete(f"{prefix}:inst:a")  # a died: no heartbeat, not reaped yet
+    [(present, version)] = b.restate(PRESENCE, ["1"])
+    assert present is False and version > arrived
+
+
 def test_a_member_on_two_instances_is_versioned_once_on_arrival_and_once_on_departure(instance, redis_state):
     a, b = instance("a"), instance("b")
     arrived = a.enter(PRESENCE, "1")
