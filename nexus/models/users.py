@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, String
+from sqlalchemy import BigInteger, CheckConstraint, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nexus.extensions import db
@@ -32,6 +32,9 @@ class User(db.Model):
     department: Mapped[str | None] = mapped_column(String(64), index=True)
     status: Mapped[str] = mapped_column(String(16), default="offline")
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The presence version `status` was written from: a write from an older one changes nothing, so
+    # the instances' writes land in the order they were decided whatever order they commit in.
+    presence_version: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 

@@ -512,9 +512,29 @@ class _GatedManager(socketio.Manager):
 
     gate: RoomGate | None = None
     sequencer: Sequencer | None = None
+    _recorders: dict[str, list[list[tuple[str, str, Any]]]] | None = None
+
+    @contextlib.contextmanager
+    def recording(self, room: str) -> Iterator[list[tuple[str, str, Any]]]:
+        """What this process delivers to `room` while the block runs, as (namespace, event, data):
+        for a snapshot read while events reach the sockets it is for (the online list)."""
+        if self._recorders is None:
+            self._recorders = {}
+        seen: list[tuple[str, str, Any]] = []
+        active = self._recorders.setdefault(room, [])
+        active.append(seen)
+        try:
+            yield seen
+        finally:
+            active[:] = [other for other in active if other is not seen]
+            if not active:
+                self._recorders.pop(room, None)
 
     def emit(self, event, data, namespace, room=None, skip_sid=None, callback=None, to=None, **kwargs):
         room = to or room
+        if self._recorders and isinstance(room, str):
+            for seen in self._recorders.get(room, ()):
+                seen.append((namespace, event, data))
         if self.sequencer is not None and callback is None and isinstance(room, str):
             rooms = self.rooms.get(namespace, {})
             if not rooms.get(room):

@@ -7,16 +7,18 @@ recorded in the store at most every `touch_every_s` per user and in the database
 `last_seen_write_s`; a user with no activity for `away_after_s` is shown away until the next one.
 
 Every change others see (online, offline, a status, away) raises the user's version in the shared
-store, in the same atomic step as the socket count that decided it (or right after a status change),
-and every `user_online`, `user_offline`, `user_updated` and `online_users` entry carries it: a
-receiver keeps the highest version per user and drops older ones, whatever order the instances'
-announcements arrive in. After writing `users.status` and announcing, the announcer reads the
-version again; if it moved on meanwhile (another instance decided something newer, and its
-database write may have landed first), it settles the user: writes and announces what the shared
-store says now, with its version. The periodic `reconcile` repairs what a crash left behind, in
-both directions, so `users.status` follows the shared count. The announcements are durable (with a
-message queue they are written to the outbox with the status they report), so an instance that
-dies between writing a status and publishing it does not leave clients believing the old one.
+store, in the same atomic step as the socket count that decided it (or right after a status change,
+the status then read back), and every `user_online`, `user_offline`, `user_updated` and
+`online_users` entry carries it: a receiver keeps the highest version per user and drops older
+ones, whatever order the instances' announcements arrive in. A version is announced with one state
+only: a repair (`settle`, `reconcile`, a reaped instance's users) takes a new version in the same
+step as it reads who is present, never one an earlier announcement may have used for the other
+state. `users.status` is written with its version (`users.presence_version`) and a write from an
+older version changes nothing, so the database ends on the newest decision whatever order the
+instances commit in. The periodic `reconcile` repairs what a crash left behind, in both directions.
+The announcements are durable (with a message queue they are written to the outbox with the status
+they report), so an instance that dies between writing a status and publishing it does not leave
+clients believing the old one.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from datetime import datetime, timezone
 from threading import Lock
 from typing import Any, Callable, Iterable
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, case, or_, select, update
 
 from nexus.config import Config
 from nexus.errors import NexusError
@@ -40,9 +42,9 @@ log = logging.getLogger("nexus.presence")
 
 SCOPE = "presence"
 STATUSES = ("online", "away", "busy", "offline")
+PRESENCE_EVENTS = frozenset({events.USER_ONLINE, events.USER_OFFLINE, events.USER_UPDATED})
 MAX_ONLINE_LIST = 1000
 ROSTER_TTL_S = 1.0
-SETTLE_ROUNDS = 5
 RECONCILE_CHUNK = 1000
 RECONCILE_ANNOUNCE_MAX = 1000
 
@@ -58,6 +60,37 @@ def shown_status(present: bool, chosen: str | None, away: bool) -> str:
         return "offline"
     status = chosen or "online"
     return "away" if away and status == "online" else status
+
+
+def with_events(listed: list[dict[str, Any]], seen: list[tuple[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+    """An online list (`Presence.online_users`) with the presence events that went out while it was
+    read applied where newer than its entries, and whether every one could be (a status change of
+    a user the list does not have carries no profile to list them with)."""
+    if not seen:
+        return listed, True
+    entries = {entry["userId"]: entry for entry in listed}
+    complete = True
+    for event, data in seen:
+        if event not in PRESENCE_EVENTS or not isinstance(data, dict):
+            continue
+        user_id, version = data.get("userId"), data.get("version")
+        current = entries.get(user_id)
+        if version is None or (current is not None and current["version"] >= version):
+            continue
+        if event == events.USER_OFFLINE or (event == events.USER_UPDATED and data.get("status") == "offline"):
+            entries.pop(user_id, None)
+        elif event == events.USER_ONLINE:
+            info = data["userInfo"]
+            entries[user_id] = {"userId": user_id, "userInfo": info, "status": info["status"],
+                                "lastSeen": info["lastSeen"], "version": version}
+        elif current is not None:
+            status = data["status"]
+            entries[user_id] = {**current, "status": status, "lastSeen": data.get("lastSeen"), "version": version,
+                                "userInfo": {**current["userInfo"], "status": status, "lastSeen": data.get("lastSeen")}}
+        else:
+            complete = False
+    ordered = sorted(entries.values(), key=lambda entry: entry["userInfo"]["username"])
+    return ordered, complete
 
 
 class Presence:
@@ -94,7 +127,6 @@ class Presence:
             return False
         self._came_online(user_id, now, skip_sid=sid, version=version)
         db.session.commit()
-        self._confirm(user_id, version)
         return True
 
     def disconnected(self, actor: Actor) -> bool:
@@ -117,33 +149,33 @@ class Presence:
     ) -> None:
         """Users with no socket left anywhere (their last one closed, or their instance died and was
         reaped); `versions` are those the decisions returned, else the shared store is read."""
-        announced: list[tuple[int, int]] = []
+        user_ids = list(user_ids)
+        versions = dict(versions or {})
+        unknown = [user_id for user_id in user_ids if user_id not in versions]
+        # Decided elsewhere (a reap): a new version read with who is present now.
+        for user_id, (present, version) in zip(unknown, self.tally.restate(SCOPE, [str(u) for u in unknown])):
+            if present:  # back on another instance meanwhile: its announcement is the newer one
+                continue
+            versions[user_id] = version
         for user_id in user_ids:
-            version = (versions or {}).get(user_id)
+            version = versions.get(user_id)
             if version is None:
-                present, version = self.tally.state(SCOPE, str(user_id))
-                if present:  # back on another instance meanwhile: its announcement is the newer one
-                    continue
+                continue
             visible = self.store.chosen_status(user_id) != "offline"
             # Unknown when their instance died while they were away: the database keeps the last write.
             seen = last_seen or self.store.last_activity(user_id)
             self.store.remember_status(user_id, self.restore_s)
             self.store.forget_activity(user_id)
-            user = self._save(user_id, status="offline", last_seen=seen)
-            if user is None:
-                continue
-            announced.append((user_id, version))
-            if visible:
+            saved = self._save(user_id, status="offline", last_seen=seen, version=version)
+            if saved is not None and visible:
                 broadcast.emit_after_commit(
                     db.session,
                     events.USER_OFFLINE,
-                    {"userId": str(user_id), "lastSeen": isoformat(user.last_seen_at), "version": version},
+                    {"userId": str(user_id), "lastSeen": saved["lastSeen"], "version": version},
                     room=events.ALL_USERS_ROOM,
                     durable=True,
                 )
         db.session.commit()
-        for user_id, version in announced:
-            self._confirm(user_id, version)
 
     def back_online(self, user_ids: Iterable[int]) -> None:
         """Users whose sockets were presumed gone with a stalled instance that came back: online again."""
@@ -154,12 +186,12 @@ class Presence:
         """Restore the user's chosen status and queue `user_online` (unless they chose to be invisible)."""
         status = self.store.chosen_status(user_id) or "online"
         self.store.choose_status(user_id, status)  # kept while connected (clears a restore expiry)
-        user = self._save(user_id, status=status, last_seen=now)
-        if user is not None and status != "offline":
+        saved = self._save(user_id, status=status, last_seen=now, version=version)
+        if saved is not None and status != "offline":
             broadcast.emit_after_commit(
                 db.session,
                 events.USER_ONLINE,
-                {"userId": str(user_id), "userInfo": self.user_info(user), "version": version},
+                {"userId": str(user_id), "userInfo": saved, "version": version},
                 room=events.ALL_USERS_ROOM,
                 skip_sid=skip_sid,
                 durable=True,
@@ -168,38 +200,26 @@ class Presence:
     # -- convergence ----------------------------------------------------------------
 
     def settle(self, user_id: int) -> str | None:
-        """Write and announce what the shared store says of a user now, with its version; again
-        while the version moves on under it. The status written, None for an unknown user."""
-        shown = None
-        for _ in range(SETTLE_ROUNDS):
-            present, version = self.tally.state(SCOPE, str(user_id))
-            # Read after the version: a status changed since then is already in what is read
-            # here, and its own (higher) version is announced by whoever changed it.
-            chosen, away = self.store.statuses([user_id])[user_id]
-            shown = shown_status(present, chosen, away)
-            user = self._save(user_id, status=shown, last_seen=None)
-            if user is None:
-                db.session.commit()
-                return None
-            if shown == "offline":
-                event = events.USER_OFFLINE
-                data = {"userId": str(user_id), "lastSeen": isoformat(user.last_seen_at), "version": version}
-            else:
-                event = events.USER_ONLINE
-                data = {"userId": str(user_id), "userInfo": self.user_info(user), "version": version}
-            broadcast.emit_after_commit(db.session, event, data, room=events.ALL_USERS_ROOM, durable=True)
+        """Write and announce what the shared store says of a user now, under a new version taken
+        in the same step as who is present is read. The status written, None for an unknown user."""
+        [(present, version)] = self.tally.restate(SCOPE, [str(user_id)])
+        # Read after the version: a status changed since then is already in what is read here,
+        # and its own (higher) version is announced by whoever changed it.
+        chosen, away = self.store.statuses([user_id])[user_id]
+        shown = shown_status(present, chosen, away)
+        saved = self._save(user_id, status=shown, last_seen=None, version=version)
+        if saved is None:
             db.session.commit()
-            if self.tally.version(SCOPE, str(user_id)) == version:
-                return shown
-        log.info("presence of user %s still changing after %d rounds; the next reconcile settles it",
-                 user_id, SETTLE_ROUNDS)
+            return None
+        if shown == "offline":
+            event = events.USER_OFFLINE
+            data = {"userId": str(user_id), "lastSeen": saved["lastSeen"], "version": version}
+        else:
+            event = events.USER_ONLINE
+            data = {"userId": str(user_id), "userInfo": saved, "version": version}
+        broadcast.emit_after_commit(db.session, event, data, room=events.ALL_USERS_ROOM, durable=True)
+        db.session.commit()
         return shown
-
-    def _confirm(self, user_id: int, version: int) -> None:
-        """After announcing `version`: if something newer was decided meanwhile, its database write
-        may have landed before this one; settle the user on what the shared store says now."""
-        if self.tally.version(SCOPE, str(user_id)) != version:
-            self.settle(user_id)
 
     # -- status and activity --------------------------------------------------------
 
@@ -213,14 +233,16 @@ class Presence:
         was_visible = (self.store.chosen_status(user_id) or "online") != "offline"
         self.store.choose_status(user_id, status)
         self.store.clear_away(user_id)
-        version = self.tally.bump(SCOPE, str(user_id))  # after the change: see `settle`
+        version = self.tally.bump(SCOPE, str(user_id))
+        # Read back once versioned: two tabs choosing at once both announce the one chosen last
+        # (the higher version reads at least what the lower one did).
+        status = shown_status(True, *self.store.statuses([user_id])[user_id])
         now = self.clock()
         self._write_activity(user_id, now)
-        user = self._save(user_id, status=status, last_seen=now)
-        if user is None:
+        saved = self._save(user_id, status=status, last_seen=now, version=version)
+        if saved is None:
             raise NexusError("USER_NOT_FOUND")
-        update_event = {"userId": str(user_id), "status": status, "lastSeen": isoformat(user.last_seen_at),
-                        "version": version}
+        update_event = {"userId": str(user_id), "status": status, "lastSeen": saved["lastSeen"], "version": version}
         session = db.session
         if status == "offline" and was_visible:
             offline = {"userId": str(user_id), "version": version}
@@ -228,13 +250,12 @@ class Presence:
                 session, events.USER_OFFLINE, offline, room=events.ALL_USERS_ROOM, durable=True
             )
         elif status != "offline" and not was_visible:
-            online = {"userId": str(user_id), "userInfo": self.user_info(user), "version": version}
+            online = {"userId": str(user_id), "userInfo": saved, "version": version}
             broadcast.emit_after_commit(session, events.USER_ONLINE, online, room=events.ALL_USERS_ROOM, durable=True)
         broadcast.emit_after_commit(
             session, events.USER_UPDATED, update_event, room=events.ALL_USERS_ROOM, durable=True
         )
         session.commit()
-        self._confirm(user_id, version)
         return update_event
 
     def touch(self, actor: Actor) -> None:
@@ -307,24 +328,37 @@ class Presence:
         return len(gone) + len(wrong)
 
     def _demote(self, user_ids: list[int], last_seen: dict[int, datetime | None]) -> None:
-        """Users shown present with no socket anywhere: offline in one statement, each announced with
-        its version (a client may have them online from an announcement their instance never undid);
-        then any of them who connected meanwhile are settled again."""
-        versions = self.tally.versions(SCOPE, [str(user_id) for user_id in user_ids])
-        db.session.execute(update(User).where(User.id.in_(user_ids), User.status != "offline").values(status="offline"))
-        if len(user_ids) <= RECONCILE_ANNOUNCE_MAX:
-            for user_id, version in zip(user_ids, versions):
-                data = {"userId": str(user_id), "lastSeen": isoformat(last_seen[user_id]), "version": version}
-                broadcast.emit_after_commit(
-                    db.session, events.USER_OFFLINE, data, room=events.ALL_USERS_ROOM, durable=True
-                )
-        else:
+        """Users shown present with no socket anywhere: offline, each under a new version taken as
+        their absence is read (one who connected meanwhile is left to that connection's own write
+        and announcement, which are newer), announced (a client may have them online from an
+        announcement their instance never undid)."""
+        announce = len(user_ids) <= RECONCILE_ANNOUNCE_MAX
+        if not announce:
             # So many at once is a whole cluster coming back: its clients reconnect and get fresh lists.
-            log.warning("reconcile took %d users offline without announcing each", len(user_ids))
+            log.warning("reconcile takes %d users offline without announcing each", len(user_ids))
+        rows = []
+        for start in range(0, len(user_ids), RECONCILE_CHUNK):
+            chunk = user_ids[start:start + RECONCILE_CHUNK]
+            for user_id, (present, version) in zip(chunk, self.tally.restate(SCOPE, [str(u) for u in chunk])):
+                if present:
+                    continue
+                rows.append({"user": user_id, "version": version})
+                if announce:
+                    data = {"userId": str(user_id), "lastSeen": isoformat(last_seen[user_id]), "version": version}
+                    broadcast.emit_after_commit(
+                        db.session, events.USER_OFFLINE, data, room=events.ALL_USERS_ROOM, durable=True
+                    )
+        if rows:
+            users = User.__table__
+            db.session.execute(
+                users.update()
+                .where(users.c.id == bindparam("user"),
+                       or_(users.c.presence_version.is_(None), users.c.presence_version < bindparam("version")))
+                .values(status="offline", presence_version=bindparam("version")),
+                rows,
+            )
         db.session.commit()
         self.forget_roster()
-        for user_id in sorted(set(user_ids) & {int(member) for member in self.tally.versioned_members(SCOPE)}):
-            self.settle(user_id)
 
     # -- reading --------------------------------------------------------------------
 
@@ -397,24 +431,37 @@ class Presence:
         here marked the user away)."""
         version = self.tally.bump(SCOPE, str(user_id))  # after the change
         status = shown_status(True, *self.store.statuses([user_id])[user_id])
-        user = self._save(user_id, status=status, last_seen=now)
-        if user is not None:
+        saved = self._save(user_id, status=status, last_seen=now, version=version)
+        if saved is not None:
             broadcast.emit_after_commit(
                 db.session,
                 events.USER_UPDATED,
-                {"userId": str(user_id), "status": status, "lastSeen": isoformat(user.last_seen_at),
-                 "version": version},
+                {"userId": str(user_id), "status": status, "lastSeen": saved["lastSeen"], "version": version},
                 room=events.ALL_USERS_ROOM,
             )
         db.session.commit()
-        self._confirm(user_id, version)
 
-    def _save(self, user_id: int, *, status: str, last_seen: float | None) -> User | None:
+    def _save(self, user_id: int, *, status: str, last_seen: float | None, version: int) -> dict[str, Any] | None:
+        """Write the status decided under `version` unless one from a newer version is written
+        already (in one statement, so concurrent writers settle on the newest whatever order they
+        commit in), and the last activity if given. The user's public info as announced, with this
+        status; None for an unknown user."""
         self.forget_roster()
         user = db.session.get(User, user_id)
         if user is None:
             return None
-        user.status = status
+        info = self.user_info(user)
+        newer = or_(User.presence_version.is_(None), User.presence_version < version)
+        values: dict[str, Any] = {
+            "status": case((newer, status), else_=User.status),
+            "presence_version": case((newer, version), else_=User.presence_version),
+        }
         if last_seen is not None:
-            user.last_seen_at = _dt(last_seen)
-        return user
+            values["last_seen_at"] = _dt(last_seen)
+            info["lastSeen"] = isoformat(values["last_seen_at"])
+        db.session.execute(
+            update(User).where(User.id == user_id).values(**values).execution_options(synchronize_session=False)
+        )
+        db.session.expire(user)  # the loaded row is older than the statement
+        info["status"] = status
+        return info

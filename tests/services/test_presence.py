@@ -78,7 +78,7 @@ def make_presence(app, db, now) -> Callable[..., Presence]:
 
     def make(**overrides: Any) -> Presence:
         config = app.config["NEXUS"].with_overrides(**overrides)
-        return Presence(MemoryTally(), MemoryPresenceStore(), config, clock=lambda: now[0])
+        return Presence(MemoryTally(origin=0), MemoryPresenceStore(), config, clock=lambda: now[0])
 
     return make
 
@@ -458,8 +458,9 @@ def test_reaped_users_go_offline_announced_only_when_visible(db, presence, broad
     presence.went_offline([alice.id, bob.id])  # no last_seen of its own
 
     assert emitted(broadcasts, "user_offline") == [
-        # the last activity in the store; the version read from the shared store (no decision handed in)
-        ("all_users", None, {"userId": str(alice.id), "lastSeen": iso(T0 + 20), "version": 2})
+        # the last activity in the store; a new version, taken as her absence was read (no decision
+        # handed in): above the one the reap raised
+        ("all_users", None, {"userId": str(alice.id), "lastSeen": iso(T0 + 20), "version": 3})
     ]
     assert sequence(broadcasts) == ["user_offline"]
     assert stored(db, alice.id) == ("offline", at(T0 + 20))
@@ -529,7 +530,7 @@ def pair(request, app, db, now) -> Iterator[tuple[Presence, Presence]]:
     config = app.config["NEXUS"].with_overrides(away_after_s=60, status_restore_s=300, last_seen_write_s=60)
     clock = lambda: now[0]  # noqa: E731
     if request.param == "memory":
-        tally, store = MemoryTally(), MemoryPresenceStore()
+        tally, store = MemoryTally(origin=0), MemoryPresenceStore()
         yield Presence(tally, store, config, clock=clock), Presence(tally, store, config, clock=clock)
         return
     services.require("redis")
@@ -573,11 +574,11 @@ def view(snapshot: list[dict[str, Any]], received: list[tuple[str, dict[str, Any
     return {user_id: status for user_id, (_, status) in known.items() if status != "offline"}
 
 
-def test_an_older_offline_written_after_a_newer_online_is_settled_by_its_writer(db, pair, broadcasts, make_user, now,
-                                                                               monkeypatch):
+def test_an_older_offline_written_after_a_newer_online_changes_nothing(db, pair, broadcasts, make_user, now,
+                                                                       monkeypatch):
     """Alice's socket on A closes as she reconnects through B: A decides `offline` first, B decides
-    `online` after, but A's database write and announcement land last. A sees the newer version and
-    settles her: online in the database and, with the newer version, for every client."""
+    `online` after, but A's database write and announcement land last. The database keeps B's
+    newer write, and clients drop A's older announcement."""
     a, b = pair
     alice = make_user("alice")
     assert a.connected(actor_of(alice), "a1") is True
@@ -596,9 +597,9 @@ def test_an_older_offline_written_after_a_newer_online_is_settled_by_its_writer(
 
     assert stored(db, alice.id)[0] == "online"
     sent = presence_events(broadcasts, alice.id)
-    assert [event for event, _ in sent] == ["user_online", "user_online", "user_offline", "user_online"]
-    first, from_b, stale, settled = (data["version"] for _, data in sent)
-    assert first < stale < from_b == settled  # the offline was decided before B's online
+    assert [event for event, _ in sent] == ["user_online", "user_online", "user_offline"]
+    first, from_b, stale = (data["version"] for _, data in sent)
+    assert first < stale < from_b  # the offline was decided before B's online
     # A client that applies events by version shows her online whatever order they reach it in.
     assert view([], sent) == {str(alice.id): "online"}
     assert view([], [sent[0], sent[2], sent[1]]) == {str(alice.id): "online"}
@@ -609,8 +610,9 @@ def test_an_older_offline_written_after_a_newer_online_is_settled_by_its_writer(
 
 def test_a_newer_offline_is_not_undone_by_an_older_online_written_last(db, pair, broadcasts, make_user, now,
                                                                         monkeypatch):
-    """B lets alice in (first socket anywhere) but its write is slow; meanwhile that socket's user
-    leaves through A (an invisible tab closing, say). B's `online` lands last and is settled to offline."""
+    """B lets alice in (first socket anywhere) but its write is slow; meanwhile her socket is counted
+    out (what a reap of B's entries looks like to the others) and that departure is written and
+    announced first. B's older `online` lands last and changes nothing."""
     a, b = pair
     alice = make_user("alice")
     assert a.connected(actor_of(alice), "a1") is True
@@ -619,9 +621,10 @@ def test_a_newer_offline_is_not_undone_by_an_older_online_written_last(db, pair,
 
     def enter_then_a_connects_and_leaves(scope: str, member: str) -> int:
         version = enter(scope, member)
-        # B's socket is counted; before B writes anything, the count drops to zero elsewhere
-        # (this is what a reap of B's entries looks like to the others).
-        b.tally.leave(scope, member)
+        # B's socket is counted; before B writes anything, the count drops to zero and the
+        # departure is written and announced.
+        gone = b.tally.leave(scope, member)
+        a.went_offline([alice.id], versions={alice.id: gone})
         return version
 
     monkeypatch.setattr(b.tally, "enter", enter_then_a_connects_and_leaves)
@@ -629,8 +632,8 @@ def test_a_newer_offline_is_not_undone_by_an_older_online_written_last(db, pair,
     b.connected(actor_of(alice), "b1")
     assert stored(db, alice.id)[0] == "offline"
     sent = presence_events(broadcasts, alice.id)
-    assert [event for event, _ in sent] == ["user_online", "user_offline"]
-    assert sent[0][1]["version"] < sent[1][1]["version"]
+    assert [event for event, _ in sent] == ["user_offline", "user_online"]
+    assert sent[0][1]["version"] > sent[1][1]["version"]
     assert view([], sent) == {}
     assert b.online_users() == []
 
@@ -731,3 +734,112 @@ def test_the_snapshot_on_connect_is_taken_in_all_users_with_versions(app, db, so
     assert {entry["userId"]: entry["version"] for entry in snapshot} == {
         str(alice.id): versions[str(alice.id)], str(bob.id): versions[str(bob.id)]}
     assert {entry["status"] for entry in snapshot} == {"online"}
+
+
+@pytest.mark.parametrize("namespace", ["/", "/presence"])
+def test_events_that_went_out_while_the_snapshot_was_read_are_applied_to_it(app, db, socket_client, make_user,
+                                                                            token_for, monkeypatch, namespace):
+    """A presence event delivered to the new socket while its list was being read arrives ahead of
+    the list and may be newer than it: the list goes out with it applied. One the list cannot take
+    (a status of a user it does not have) makes it read again."""
+    from nexus.extensions import socketio
+
+    alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
+    presence = app.extensions["nexus.presence"]
+    socket_client(token=token_for(bob))
+    online_users = presence.online_users
+    reads: list[int] = []
+
+    def racing() -> list[dict[str, Any]]:
+        listed = online_users()
+        reads.append(len(listed))
+        if len(reads) == 1:  # right after the first read: bob goes busy, carol (not listed) away
+            for user, status in ((bob, "busy"), (carol, "away")):
+                version = presence.tally.bump("presence", str(user.id))
+                socketio.emit("user_updated", {"userId": str(user.id), "status": status, "lastSeen": None,
+                                               "version": version}, to="all_users", namespace=namespace)
+        return listed
+
+    monkeypatch.setattr(presence, "online_users", racing)
+    client = socket_client(token=token_for(alice), namespace=namespace)
+    received = [(item["name"], item["args"][0]) for item in client.get_received(namespace)
+                if item["name"] in ("online_users", "user_updated")]
+    assert [name for name, _ in received] == ["user_updated", "user_updated", "online_users"]
+    assert len(reads) == 2  # carol's update could not be applied: read again
+    newer = received[0][1]["version"]
+    listed = {entry["userId"]: entry for entry in received[2][1]}
+    assert listed[str(bob.id)]["version"] >= newer  # never older than what came before it
+    assert sorted(listed) == sorted([str(alice.id), str(bob.id)])
+
+
+def test_with_events_applies_newer_events_to_an_online_list():
+    from nexus.services.presence import with_events
+
+    def entry(user_id: str, status: str, version: int) -> dict[str, Any]:
+        info = {"id": user_id, "username": f"u{user_id}", "status": status, "lastSeen": None}
+        return {"userId": user_id, "userInfo": info, "status": status, "lastSeen": None, "version": version}
+
+    listed = [entry("1", "online", 5), entry("2", "online", 5), entry("3", "busy", 5)]
+    seen = [
+        ("user_offline", {"userId": "1", "lastSeen": None, "version": 6}),  # newer: gone
+        ("user_offline", {"userId": "2", "lastSeen": None, "version": 4}),  # older: ignored
+        ("user_updated", {"userId": "3", "status": "away", "lastSeen": "x", "version": 7}),
+        ("user_online", {"userId": "4", "userInfo": entry("4", "online", 1)["userInfo"], "version": 2}),
+        ("message", {"userId": "5"}),  # not presence
+    ]
+    applied, complete = with_events(listed, seen)
+    assert complete
+    assert [(e["userId"], e["status"], e["version"]) for e in applied] == [("2", "online", 5), ("3", "away", 7),
+                                                                           ("4", "online", 2)]
+    assert applied[1]["userInfo"]["status"] == "away" and listed[2]["status"] == "busy"  # the input is untouched
+    _, complete = with_events(listed, [("user_updated", {"userId": "9", "status": "busy", "version": 1})])
+    assert not complete
+    assert with_events(listed, []) == (listed, True)
+
+
+def test_a_repair_never_announces_under_a_version_already_announced(db, pair, broadcasts, make_user, now,
+                                                                    monkeypatch):
+    """Reconcile finds alice shown online with no socket anywhere, but she connects through B before
+    the repair: her arrival's `user_online` is the truth, and no `user_offline` goes out under its
+    version (a client that got the offline first would drop the online and keep her offline)."""
+    a, b = pair
+    alice = make_user("alice")
+    db.session.get(User, alice.id).status = "online"  # a write its instance's death left behind
+    db.session.commit()
+    statuses = a.store.statuses
+
+    def she_connects_meanwhile(user_ids: list[int]) -> dict[int, tuple[str | None, bool]]:
+        read = statuses(user_ids)
+        if not b.tally.members("presence"):
+            assert b.connected(actor_of(alice), "b1") is True
+        return read
+
+    monkeypatch.setattr(a.store, "statuses", she_connects_meanwhile)
+    broadcasts.sent.clear()
+    a.reconcile()
+    sent = presence_events(broadcasts, alice.id)
+    assert [event for event, _ in sent] == ["user_online"]
+    versions = [data["version"] for _, data in sent]
+    assert len(versions) == len(set(versions))
+    assert view([], sent) == {str(alice.id): "online"}
+    assert stored(db, alice.id)[0] == "online"
+
+
+def test_a_user_on_an_instance_that_stopped_is_settled_offline_above_her_arrival(db, pair, broadcasts, make_user,
+                                                                                  now, monkeypatch):
+    """Her instance stopped counting (its heartbeat expired) but is not reaped yet: a repair that
+    reads her absent announces it under a version above her arrival's, which every client applies."""
+    a, b = pair
+    alice = make_user("alice")
+    assert a.connected(actor_of(alice), "a1") is True
+    [(_, arrival)] = presence_events(broadcasts, alice.id)
+    restate = b.tally.restate
+    monkeypatch.setattr(b.tally, "restate", lambda scope, members: [
+        (False, version) for _, version in restate(scope, members)])  # what an expired heartbeat reads like
+    broadcasts.sent.clear()
+    assert b.settle(alice.id) == "offline"
+    [(event, data)] = presence_events(broadcasts, alice.id)
+    assert event == "user_offline" and data["version"] > arrival["version"]
+    assert view([], [("user_online", arrival), (event, data)]) == {}
+    assert view([], [(event, data), ("user_online", arrival)]) == {}
+    assert stored(db, alice.id)[0] == "offline"

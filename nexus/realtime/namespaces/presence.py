@@ -8,6 +8,10 @@ from nexus.realtime.namespaces.base import NexusNamespace
 from nexus.realtime.sessions import SocketSession
 from nexus.schemas import load, schema
 from nexus.schemas.users import StatusSchema
+from nexus.services.presence import with_events
+
+#: Times the online list is read at most for a new socket while events it cannot apply go out.
+SNAPSHOT_ROUNDS = 3
 
 
 class PresenceEvents:
@@ -17,8 +21,23 @@ class PresenceEvents:
     namespace: str
 
     def send_online_users(self, session: SocketSession) -> None:
-        """A new connection learns who is online (seed B's `online_users`)."""
-        broadcast.reply(events.ONLINE_USERS, self.presence.online_users(), sid=session.sid, namespace=self.namespace)
+        """A new connection learns who is online (`online_users`). The socket is in `all_users`
+        already, so presence events can reach it while the list is being read, ahead of the list
+        and newer than what was read: those are applied to the list before it is sent (read again
+        if one cannot be), so the list is never older than an event the client got before it."""
+        recording = getattr(self.socketio.server.manager, "recording", None)
+        listed: list[dict[str, Any]] = []
+        for _ in range(SNAPSHOT_ROUNDS):
+            if recording is None:
+                listed = self.presence.online_users()
+                break
+            with recording(events.ALL_USERS_ROOM) as seen:
+                listed = self.presence.online_users()
+            listed, complete = with_events(listed, [(event, data) for namespace, event, data in seen
+                                                    if namespace == self.namespace])
+            if complete:
+                break
+        broadcast.reply(events.ONLINE_USERS, listed, sid=session.sid, namespace=self.namespace)
 
     def on_update_status(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
         """Seed A: update_status("online" | "away" | "busy" | "offline"); {status} is accepted too."""
