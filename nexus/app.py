@@ -15,7 +15,8 @@ from sqlalchemy.engine import Engine
 from nexus.config import Config
 from nexus.extensions import cors, db, jwt, migrate, socketio
 from nexus.logs import configure_logging
-from nexus.realtime import broadcast, jsonenc, protocol, queue, transport
+from nexus.protocol import packets, websocket
+from nexus.realtime import broadcast, jsonenc, queue
 from nexus.realtime.events import ADMIN, CHAT, DEFAULT, PRESENCE
 
 # The namespaces this server registers, in order (the broadcast facade delivers on these).
@@ -156,7 +157,7 @@ def register_socketio(app: Flask, settings: Config) -> None:
         # server does: no greenlet spawned per event, and a client's events keep their order.
         # Handlers waiting on the database or Redis yield to every other connection meanwhile.
         async_handlers=False,
-        serializer=protocol.JsonPacket,
+        serializer=packets.JsonPacket,
     )
     manager = queue.client_manager(settings)
     manager.gate = RoomGate()
@@ -166,9 +167,9 @@ def register_socketio(app: Flask, settings: Config) -> None:
     # python-socketio sets the json module on the server's packet class only; the base class is what
     # the message-queue managers and the test client build packets with: orjson for them too.
     socketio_packet.Packet.json = jsonenc
-    protocol.install(socketio.server)
-    transport.install(socketio.server)
-    app.wsgi_app = protocol.PollingBodyLimit(  # type: ignore[method-assign]
+    packets.install(socketio.server)
+    websocket.install(socketio.server)
+    app.wsgi_app = packets.PollingBodyLimit(  # type: ignore[method-assign]
         app.wsgi_app, socketio.server, socketio.server_options.get("socketio_path", "socket.io"),
         settings.max_payload_bytes,
     )

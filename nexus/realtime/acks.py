@@ -2,7 +2,7 @@
 
 Whether the client asked for an ack decides where an error goes: into the ack, or, when
 no ack was asked for, into an `error` event. python-socketio does not tell a handler
-whether an ack id came with the event; nexus.realtime.protocol records it per event.
+whether an ack id came with the event; nexus.protocol.packets records it per event.
 """
 from __future__ import annotations
 

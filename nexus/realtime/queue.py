@@ -26,7 +26,7 @@ from nexus.config import Config
 from nexus.realtime import jsonenc
 from nexus.realtime.gate import RoomGate, merged_skip
 from nexus.realtime.sequencer import Sequencer
-from nexus.realtime.transport import DirectOutput
+from nexus.protocol.websocket import DirectOutput
 from nexus.stores.sentinel import kombu_broker
 
 log = logging.getLogger("nexus.queue")
@@ -559,7 +559,7 @@ class _GatedManager(socketio.Manager):
 
     def _fan_out(self, event: str, data: Any, namespace: str, room: Any, skip_sid: Any) -> None:
         """python-socketio's emit to a room, for the hot path: the packet is encoded once and its
-        WebSocket frame built once (nexus.realtime.transport), then written to each member's socket
+        WebSocket frame built once (nexus.protocol.websocket), then written to each member's socket
         from this greenlet; sockets still on long-polling get it through engine.io's queue."""
         if isinstance(data, tuple):
             data = list(data)

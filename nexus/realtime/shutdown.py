@@ -24,7 +24,7 @@ from threading import Lock, Semaphore, local
 from typing import Any
 
 from nexus.realtime import events
-from nexus.realtime.transport import DirectOutput
+from nexus.protocol.websocket import DirectOutput
 from nexus.server import CONNECTIONS
 
 log = logging.getLogger("nexus.shutdown")

@@ -8,7 +8,7 @@ from socketio import packet
 
 from nexus.extensions import socketio
 from nexus.realtime import jsonenc
-from nexus.realtime.protocol import JsonPacket
+from nexus.protocol.packets import JsonPacket
 
 
 def test_server_packets_use_orjson(app):

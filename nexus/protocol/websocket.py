@@ -13,7 +13,7 @@ entry), each connection keeps one greenlet, its reader:
   sleeping greenlet per connection.
 
 Long-polling is engine.io's own, unchanged, as is everything an engine.io socket decides (ping
-timeouts, close, the upgrade handshake). tests/realtime/test_transport.py and the live tests fail
+timeouts, close, the upgrade handshake). tests/protocol/test_websocket.py and the live tests fail
 if a python-engineio release moves these entry points.
 """
 from __future__ import annotations
@@ -143,7 +143,7 @@ class NexusWebSocketWSGI:
             raise RuntimeError("WebSockets need Nexus's server (nexus serve or the Procfile's worker)")
         sock = getattr(self.handler, "__self__", None)
         if not isinstance(sock, EngineSocket) or not hasattr(ws, "write"):
-            raise RuntimeError("python-engineio's WebSocket entry point changed; see nexus/realtime/transport.py")
+            raise RuntimeError("python-engineio's WebSocket entry point changed; see nexus/protocol/websocket.py")
         run_websocket(sock, ws)
         return []
 

@@ -1,4 +1,4 @@
-"""Nexus's WebSocket frames and writes (nexus.server, nexus.realtime.transport) against the RFC and a real socket pair."""
+"""Nexus's WebSocket frames and writes (nexus.server, nexus.protocol.websocket) against the RFC and a real socket pair."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,7 @@ import pytest
 from engineio import packet as eio_packet
 from geventwebsocket.websocket import Header, Stream
 
-from nexus.realtime.transport import DirectOutput, frame_of
+from nexus.protocol.websocket import DirectOutput, frame_of
 from nexus.server import LimitedWebSocket, frame_header, unmask
 
 
