@@ -200,7 +200,7 @@ def broadcast_command(message: str, department: str | None, admins: bool, room: 
 @click.command("client")
 @click.argument("url", default="http://127.0.0.1:5000")
 @click.option("--token", default=None, help="Access token (omit to connect as a guest).")
-@click.option("--token-in-query", is_flag=True, help="Send the token as ?token= (seed B) instead of auth.token.")
+@click.option("--token-in-query", is_flag=True, help="Send the token as ?token= in the URL instead of auth.token.")
 @click.option("--transport", type=click.Choice(["websocket", "polling", "auto"]), default="auto")
 @click.option("--namespace", default="/", show_default=True)
 @click.option("--run", "commands", multiple=True, help="A command to run, e.g. 'join general' (repeatable).")
@@ -226,7 +226,7 @@ def client_command(
 
 
 class ConsoleClient:
-    """Seed A's test client: a python-socketio client that prints what it receives."""
+    """A console test client: a python-socketio client that prints what it receives."""
 
     def __init__(self, url: str, *, token: str | None, token_in_query: bool, transport: str, namespace: str):
         import socketio

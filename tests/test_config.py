@@ -1,4 +1,4 @@
-"""Configuration: defaults, the seeds' variable names, and refusals that name the variable."""
+"""Configuration: defaults, the SOCKETIO_*, FRONTEND_URL and REDIS_* variables, and refusals that name the variable."""
 from __future__ import annotations
 
 import subprocess
@@ -32,7 +32,7 @@ def test_defaults_are_a_local_embedded_setup(tmp_path):
     assert (tmp_path / "jwt-secret").stat().st_mode & 0o077 == 0
 
 
-def test_seed_variables_are_read(tmp_path):
+def test_the_documented_variables_are_read(tmp_path):
     config = load(
         tmp_path,
         SOCKETIO_CORS_ORIGIN="http://localhost:3000,http://localhost:8080",

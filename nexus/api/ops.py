@@ -1,5 +1,5 @@
-"""For operators: GET /metrics (Prometheus), GET /api/metrics (seed B's shape, every instance),
-GET /socket-status (seed A). An admin bearer token or the scrape token NEXUS_METRICS_TOKEN."""
+"""For operators: GET /metrics (Prometheus), GET /api/metrics (JSON summary of every instance),
+GET /socket-status (this instance's sockets). An admin bearer token or the scrape token NEXUS_METRICS_TOKEN."""
 from __future__ import annotations
 
 import hmac
@@ -32,7 +32,7 @@ def prometheus_metrics():
 
 @bp.get("/api/metrics")
 def metrics_summary():
-    """Seed B's /api/metrics, summed over every live instance, with each instance's figures."""
+    """Connections, message and error rates and memory as JSON: every live instance summed, and each one's figures."""
     require_operator()
     cluster = current_app.extensions["nexus.stats"].cluster()
     totals, instances = cluster["totals"], cluster["instances"]
@@ -54,7 +54,7 @@ def metrics_summary():
 
 @bp.get("/socket-status")
 def socket_status():
-    """Seed A's /socket-status: this instance's connections by namespace and transport, rooms, users."""
+    """This instance's connections by namespace and transport, rooms, users."""
     require_operator()
     mine = current_app.extensions["nexus.stats"].local()
     return jsonify({"success": True, **mine})

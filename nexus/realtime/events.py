@@ -1,4 +1,4 @@
-"""Wire event names (the seeds' contract), listed once, and where each may be delivered."""
+"""Wire event names (the contract with clients), listed once, and where each may be delivered."""
 from __future__ import annotations
 
 DEFAULT = "/"
@@ -36,7 +36,7 @@ REMOVED_FROM_ROOM = "removed_from_room"
 MESSAGES_MISSED = "messages_missed"
 
 # Which namespaces serve each server event: a client of any of them that is in the
-# target room receives it. The default namespace serves everything (the seeds' clients).
+# target room receives it. The default namespace serves everything (clients that use no namespace).
 NAMESPACES_BY_EVENT: dict[str, tuple[str, ...]] = {
     ROOM_JOINED: (DEFAULT, CHAT),
     ROOM_LEFT: (DEFAULT, CHAT),

@@ -31,7 +31,7 @@ class RoleSchema(UserRefSchema):
 
 
 class UserActionSchema(Schema):
-    """`user_action` (seed B): {action, data}."""
+    """`user_action`: {action, data}, what a user did in the front end, recorded for audit."""
 
     class Meta:
         unknown = EXCLUDE

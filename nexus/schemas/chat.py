@@ -1,4 +1,4 @@
-"""Schemas of the chat events and REST bodies (both seeds' argument shapes)."""
+"""Schemas of the chat events and REST bodies (bare values and objects, as clients send them)."""
 from __future__ import annotations
 
 import re
@@ -61,7 +61,7 @@ class RoomName(fields.String):
 
 
 class RoomRefSchema(Schema):
-    """`join_room` / `leave_room` / `room_info`: "general" (seed A) or {room} / {roomId} (seed B)."""
+    """`join_room` / `leave_room` / `room_info`: a bare room name ("general") or {room} / {roomId}."""
 
     class Meta:
         unknown = EXCLUDE
@@ -95,7 +95,7 @@ class AttachmentSchema(Schema):
 
 
 class MessageCreateSchema(Schema):
-    """`send_message`: {roomId, content, type} (seed A) or {to, content, type} (seed B)."""
+    """`send_message`: {roomId, content, type} to a room, or {to, content, type} to one user."""
 
     class Meta:
         unknown = EXCLUDE

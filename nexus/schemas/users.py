@@ -54,7 +54,7 @@ class UserCreateSchema(Schema):
 
 
 class PingSchema(Schema):
-    """`ping` payload of seed B: `{timestamp}` (anything else is ignored)."""
+    """`ping` payload `{timestamp}`, returned in `pong` as clientTimestamp (anything else is ignored)."""
 
     class Meta:
         unknown = EXCLUDE
@@ -115,7 +115,7 @@ class ProfileUpdateSchema(Schema):
 
 
 class StatusSchema(Schema):
-    """`update_status`: "online" (seed A) or {status}."""
+    """`update_status`: a bare status ("online") or {status}."""
 
     class Meta:
         unknown = EXCLUDE

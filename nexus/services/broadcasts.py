@@ -1,4 +1,4 @@
-"""Broadcasts of seed B (system, admin, department, room and one-user messages), each recorded once sent."""
+"""Broadcasts (system, admin, department, room and one-user messages), each recorded once sent."""
 from __future__ import annotations
 
 import logging

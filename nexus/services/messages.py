@@ -25,8 +25,9 @@ class Sent:
 
 
 def to_wire(message: Message, room: Room, sender: User | Actor | None) -> dict[str, Any]:
-    """A message as clients receive it (seed A's and seed B's field names); the sender is the stored
-    user, or the acting socket's identity when it sends (both have username and display_name)."""
+    """A message as clients receive it, under every field name clients read (roomId or to, from,
+    createdAt and timestamp); the sender is the stored user, or the acting socket's identity when it
+    sends (both have username and display_name)."""
     deleted = message.deleted_at is not None
     sender_view = {
         "id": str(message.sender_id),

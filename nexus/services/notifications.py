@@ -111,7 +111,7 @@ def mark_all_read(user_id: int) -> int:
 
 
 def to_wire(row: Notification, sender: Sender) -> dict[str, Any]:
-    """What clients receive: seed B's {type, title, message, timestamp} with an id, data, read state and sender."""
+    """What clients receive: {type, title, message, timestamp} with an id, data, read state and sender."""
     created = isoformat(row.created_at)
     return {
         "id": str(row.id),

@@ -123,7 +123,7 @@ def _identity(claims: dict[str, Any]) -> TokenIdentity:
 
 
 def _claims(user: User) -> dict[str, Any]:
-    # userId for seed B's clients, which read decoded.userId; role is informative only:
+    # userId for clients that decode the token themselves and read decoded.userId; role is informative only:
     # authorization always uses the role stored in the database.
     return {"userId": str(user.id), "username": user.username, "role": user.role}
 

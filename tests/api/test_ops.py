@@ -1,4 +1,4 @@
-"""Operator endpoints: Prometheus metrics, seed B's /api/metrics, seed A's /socket-status, and who may read them."""
+"""Operator endpoints: Prometheus metrics, the /api/metrics summary, /socket-status, and who may read them."""
 from __future__ import annotations
 
 import pytest
@@ -50,7 +50,7 @@ def test_prometheus_series_follow_real_traffic(ops_app):
     # nexus_connections{namespace, transport} needs a real engine.io transport: tests/live/test_ops_live.py
 
 
-def test_seed_shapes_of_api_metrics_and_socket_status(ops_app):
+def test_shapes_of_api_metrics_and_socket_status(ops_app):
     from nexus.extensions import socketio
 
     socketio.test_client(ops_app)

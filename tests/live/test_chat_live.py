@@ -86,8 +86,8 @@ def connect(chatters, server, name, transport="websocket", **kwargs):
 def test_two_users_chat_and_each_sees_the_others_message_once(chat_server, chatters, transport):
     alice = connect(chatters, chat_server, "alice", transport)
     bob = connect(chatters, chat_server, "bob", transport)
-    assert alice.call("join_room", "general")["success"] is True  # seed A's shape
-    joined = bob.call("join_room", {"room": "general"})  # seed B's shape
+    assert alice.call("join_room", "general")["success"] is True  # bare room name
+    joined = bob.call("join_room", {"room": "general"})  # {room} object
     assert joined["roomId"] == joined["room"] == "general" and joined["memberCount"] == 2
     [announced] = alice.wait_count("room_joined", 1)
     assert announced["user"]["username"] == "bob" and announced["memberCount"] == 2

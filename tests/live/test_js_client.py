@@ -47,7 +47,7 @@ def events(report: dict, name: str) -> list:
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_connect_with_token_seed_a(server, transport):
+def test_connect_with_token_in_auth(server, transport):
     report = run(server, {"auth": {"token": server.seeder.token("alice")}, "transports": [transport]})
     assert report["connected"] is True
     assert report["openTransport"] == report["transport"] == transport
@@ -66,7 +66,7 @@ def test_default_transports_upgrade_to_websocket(server):
     assert report["upgradedTo"] == report["transport"] == "websocket"
 
 
-def test_token_in_query_string_seed_b(server):
+def test_token_in_query_string(server):
     token = server.seeder.token("alice")
     report = run(server, {"query": {"token": token}, "transports": ["websocket"]})
     assert events(report, "connected")[0]["user"]["username"] == "alice"
@@ -101,7 +101,7 @@ def test_ping_ack_and_pong(server, transport):
     [ack] = report["acks"]
     assert ack["success"] is True and isinstance(ack["timestamp"], int) and ack["serverTime"].endswith("Z")
     first, second = events(report, "pong")
-    assert first["timestamp"] == ack["timestamp"]  # seed A's ping(cb) also gets its pong
+    assert first["timestamp"] == ack["timestamp"]  # ping(cb) also gets its pong
     assert second["clientTimestamp"] == 123 and isinstance(second["timestamp"], int)
     assert report["transport"] == transport
 

@@ -96,7 +96,7 @@ def test_guest_connection(server, recorder, transport):
     assert welcome["user"] is None
 
 
-def test_token_in_query_string_seed_b(server, recorder):
+def test_token_in_query_string(server, recorder):
     client = recorder()
     client.connect(server.url + "?token=" + server.seeder.token("alice"), transports=["websocket"])
     assert client.wait_for("connected")["user"]["username"] == "alice"
@@ -123,10 +123,10 @@ def test_ping_answers_by_ack_and_by_pong(server, recorder, transport):
     client.connect(server.url, transports=[transport], auth={"token": server.seeder.token("alice")})
     client.wait_for("connected")
 
-    ack = client.client.call("ping", timeout=5)  # seed A: ping(callback)
+    ack = client.client.call("ping", timeout=5)  # ping(callback): answered by the ack
     assert ack["success"] is True and isinstance(ack["timestamp"], int)
 
-    client.client.emit("ping", {"timestamp": 1234})  # seed B: ping({timestamp}) -> pong
+    client.client.emit("ping", {"timestamp": 1234})  # ping({timestamp}) -> pong
     pongs = []
     for _ in range(50):
         pongs = [data for name, data in client.events if name == "pong" and data.get("clientTimestamp") == 1234]

@@ -140,7 +140,7 @@ def test_banned_user_is_refused(socket_client, make_user, token_for):
     assert not socket_client(token=token).is_connected()
 
 
-def test_ping_with_ack_seed_a(socket_client, alice, token_for):
+def test_ping_answered_by_its_ack(socket_client, alice, token_for):
     test_client = socket_client(token=token_for(alice))
     test_client.get_received()
     ack = test_client.emit("ping", callback=True)
@@ -149,7 +149,7 @@ def test_ping_with_ack_seed_a(socket_client, alice, token_for):
     assert pong["timestamp"] == ack["timestamp"]
 
 
-def test_ping_with_timestamp_seed_b(socket_client):
+def test_ping_with_timestamp_answered_by_pong(socket_client):
     test_client = socket_client()
     test_client.get_received()
     test_client.emit("ping", {"timestamp": 1700000000000})

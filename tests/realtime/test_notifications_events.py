@@ -1,4 +1,4 @@
-"""Seed B's user_action and the notification events of the default namespace, through the test client."""
+"""The user_action event and the notification events of the default namespace, through the test client."""
 from __future__ import annotations
 
 from nexus.models import UserAction
@@ -37,7 +37,7 @@ def test_user_actions_are_recorded_and_never_echoed(app, db, make_user, token_fo
     actor = socket_client(token=token_for(alice))
     watcher = socket_client(token=token_for(bob))
     watcher.get_received()
-    actor.emit("user_action", {"action": "page_view", "data": {"page": "/settings"}})  # seed B: no ack
+    actor.emit("user_action", {"action": "page_view", "data": {"page": "/settings"}})  # sent without a callback: no ack
     ack = actor.emit("user_action", {"action": "clicked", "data": [1, 2, 3]}, callback=True)
     assert ack["success"] and ack["action"] == "clicked"
     rows = db.session.query(UserAction).order_by(UserAction.id).all()

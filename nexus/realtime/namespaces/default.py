@@ -1,4 +1,4 @@
-"""The default namespace `/`: the whole event table of both seeds."""
+"""The default namespace `/`: every event front ends use, for clients that connect without a namespace."""
 from __future__ import annotations
 
 import time
@@ -23,7 +23,7 @@ def server_time() -> dict[str, Any]:
 
 
 class DefaultNamespace(ChatEvents, PresenceEvents, NexusNamespace):
-    """Connection, chat and presence events of seeds A and B; admin events join it in their issue."""
+    """Connection, chat, presence, ping, user_action, notification and authenticate events; admin ones: `/admin`."""
 
     def welcome(self, session: SocketSession) -> None:
         broadcast.reply(
@@ -47,7 +47,7 @@ class DefaultNamespace(ChatEvents, PresenceEvents, NexusNamespace):
                 broadcast.reply(events.NOTIFICATION, notification, sid=session.sid, namespace=self.namespace)
 
     def on_ping(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
-        """Seed A: ping(cb) answered by the ack; seed B: ping({timestamp}) answered by `pong`."""
+        """Answered twice: by the ack, for ping(cb), and by a `pong` event, for clients that send ping({timestamp})."""
         data = load(schema(PingSchema), payload) if isinstance(payload, dict) else {}
         now = server_time()
         pong = {"timestamp": now["timestamp"], "serverTime": now["serverTime"]}
@@ -57,7 +57,7 @@ class DefaultNamespace(ChatEvents, PresenceEvents, NexusNamespace):
         return pong
 
     def on_user_action(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
-        """Seed B: user_action {action, data}, recorded for audit and never echoed to anyone."""
+        """user_action {action, data}: what a user did in the front end, recorded for audit and sent to no one."""
         data = load(schema(UserActionSchema), payload)
         return audit.record_action(session.actor(), data["action"], data["data"], instance_id=self.config.instance_id)
 
@@ -70,7 +70,7 @@ class DefaultNamespace(ChatEvents, PresenceEvents, NexusNamespace):
 
     @rate_cost(2)
     def on_authenticate(self, session: SocketSession, token: Any = None, *_: Any) -> dict[str, Any]:
-        """Seed A: authenticate(token, cb) upgrades a guest socket (or refreshes a user's token)."""
+        """authenticate(token, cb) upgrades a guest socket (or refreshes a user's token)."""
         if isinstance(token, dict):  # {token: "..."} is accepted too
             token = token.get("token")
         upgraded = self.authenticate(session.sid, token)

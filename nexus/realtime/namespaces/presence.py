@@ -40,7 +40,7 @@ class PresenceEvents:
         broadcast.reply(events.ONLINE_USERS, listed, sid=session.sid, namespace=self.namespace)
 
     def on_update_status(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
-        """Seed A: update_status("online" | "away" | "busy" | "offline"); {status} is accepted too."""
+        """Set the user's status: update_status("online" | "away" | "busy" | "offline"); {status} is accepted too."""
         status = load(schema(StatusSchema), payload)["status"]
         return self.presence.update_status(session.actor(), status)
 
