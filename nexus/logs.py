@@ -1,7 +1,8 @@
 """Logging, configured once by the factory: readable lines in development, JSON lines in production.
 
 A filter on the root handler scrubs tokens (query strings, bearer headers, bare JWTs) from
-every record, whichever library wrote it.
+every record, whichever library wrote it. A client's mistakes (an unknown session, transport or
+origin) are counted and logged as warnings at most, never as errors.
 """
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import json
 import logging
 import re
 import sys
+import time
 from datetime import datetime, timezone
+from threading import Lock
+from typing import Any, Callable
 
 from nexus.config import Config
 
@@ -72,6 +76,139 @@ class ReadableFormatter(logging.Formatter):
         return redact(super().formatException(ei))
 
 
+# -- a client's mistakes ----------------------------------------------------------------
+
+#: Seconds between two lines of one kind of client mistake reported by python-engineio.
+MISTAKE_LINE_EVERY_S = 60.0
+# python-engineio logs the first occurrence of each of these at ERROR level, with this suffix, and
+# the later ones at INFO: (kind, how the message starts, how it ends). Its wording is pinned by tests.
+_ENGINEIO_ONCE_SUFFIX = " (further occurrences of this error will be logged with level INFO)"
+_ENGINEIO_MISTAKES: tuple[tuple[str, str, str], ...] = (
+    ("invalid_session", "Invalid session ", ""),
+    ("invalid_transport", "Invalid transport", ""),
+    ("origin_refused", "", " is not an accepted origin."),
+    ("unsupported_version", "The client is using an unsupported version", ""),
+    ("invalid_upgrade", "Invalid websocket upgrade", ""),
+    ("invalid_jsonp", "Invalid JSONP index number", ""),
+    ("not_connected", "Socket for session ", " is not connected"),
+    ("unexpected_http", "Unexpected HTTP request for session ", ""),
+)
+_ENGINEIO_TEMPLATES = {"Method %s not supported": "method_not_allowed"}
+_STARTS = tuple(start for _, start, _ in _ENGINEIO_MISTAKES if start)
+_ENDS = tuple(end for _, _, end in _ENGINEIO_MISTAKES if end) + (_ENGINEIO_ONCE_SUFFIX,)
+# Nexus's own warnings that are a client's mistake: counted (each line stays, and stays a warning).
+_NEXUS_MISTAKES = {("nexus.server", "refused a WebSocket from origin %r"): "origin_refused"}
+
+
+class ClientMistakes:
+    """Counts of client mistakes by kind, in this process (exported as nexus_client_errors_total)."""
+
+    def __init__(self, every_s: float = MISTAKE_LINE_EVERY_S, clock: Callable[[], float] = time.monotonic):
+        self.every_s = every_s
+        self.clock = clock
+        self._counts: dict[str, int] = {}
+        self._unlogged: dict[str, int] = {}
+        self._next_line: dict[str, float] = {}
+        self._lock = Lock()
+
+    def count(self, kind: str) -> None:
+        """Count one mistake that was logged elsewhere."""
+        with self._lock:
+            self._counts[kind] = self._counts.get(kind, 0) + 1
+
+    def report(self, logger: logging.Logger, kind: str, message: str) -> None:
+        """Count one mistake and log it as a warning, at most once per kind every `every_s` seconds
+        (the line says how many went unlogged since the last one)."""
+        now = self.clock()
+        with self._lock:
+            self._counts[kind] = self._counts.get(kind, 0) + 1
+            if now < self._next_line.get(kind, 0.0):
+                self._unlogged[kind] = self._unlogged.get(kind, 0) + 1
+                return
+            self._next_line[kind] = now + self.every_s
+            unlogged = self._unlogged.pop(kind, 0)
+        more = f" ({unlogged} more since the last line)" if unlogged else ""
+        logger.warning("client error %s: %s%s", kind, message[:300], more)
+
+    def counts(self) -> dict[str, int]:
+        """Mistakes by kind since the process started."""
+        with self._lock:
+            return dict(self._counts)
+
+
+CLIENT_MISTAKES = ClientMistakes()
+
+
+def engineio_mistake(message: Any) -> tuple[str, str] | None:
+    """(kind, message without engine.io's "further occurrences" note) when python-engineio's
+    message is about a client's mistake, else None."""
+    if not isinstance(message, str) or not (message.startswith(_STARTS) or message.endswith(_ENDS)):
+        return None
+    text = message.removesuffix(_ENGINEIO_ONCE_SUFFIX)
+    for kind, start, end in _ENGINEIO_MISTAKES:
+        if text.startswith(start) and text.endswith(end):
+            return kind, text
+    return None
+
+
+class ProtocolLogger(logging.LoggerAdapter):
+    """python-engineio's logger: a client's mistakes become counted warnings (one line per kind a
+    minute at most); everything else goes to the wrapped logger unchanged."""
+
+    def __init__(self, logger: logging.Logger, mistakes: ClientMistakes = CLIENT_MISTAKES):
+        super().__init__(logger, {})
+        self.mistakes = mistakes
+
+    def _mistake(self, msg: Any, args: tuple[Any, ...]) -> bool:
+        if args:
+            # The per-packet lines carry arguments: only a known template is looked at further.
+            kind = _ENGINEIO_TEMPLATES.get(msg) if isinstance(msg, str) else None
+            if kind is None:
+                return False
+            self.mistakes.report(self.logger, kind, msg % args)
+            return True
+        found = engineio_mistake(msg)
+        if found is None:
+            return False
+        self.mistakes.report(self.logger, *found)
+        return True
+
+    def error(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        """An error line, unless it reports a client's mistake."""
+        if not self._mistake(msg, args):
+            self.logger.error(msg, *args, **kwargs)
+
+    def warning(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        """A warning line, unless it reports a client's mistake."""
+        if not self._mistake(msg, args):
+            self.logger.warning(msg, *args, **kwargs)
+
+    def info(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        """An info line (engine.io's later occurrences of a client's mistake among them)."""
+        if not self._mistake(msg, args) and self.logger.isEnabledFor(logging.INFO):
+            self.logger.info(msg, *args, **kwargs)
+
+
+class MistakeCountingFilter(logging.Filter):
+    """Counts Nexus's own warning lines that report a client's mistake (by their exact template)."""
+
+    def __init__(self, mistakes: ClientMistakes = CLIENT_MISTAKES):
+        super().__init__()
+        self.mistakes = mistakes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Count the record if it is a known client-mistake line; keep every record."""
+        kind = _NEXUS_MISTAKES.get((record.name, record.msg)) if isinstance(record.msg, str) else None
+        if kind is not None:
+            self.mistakes.count(kind)
+        return True
+
+
+def engineio_logger(name: str = "engineio") -> ProtocolLogger:
+    """The logger to give python-engineio."""
+    return ProtocolLogger(logging.getLogger(name))
+
+
 _HANDLER_NAME = "nexus"
 
 
@@ -92,3 +229,7 @@ def configure_logging(config: Config) -> None:
     for name in ("socketio", "engineio", "geventwebsocket"):
         logging.getLogger(name).setLevel(level)
     logging.getLogger("nexus.access").setLevel(logging.DEBUG if config.protocol_debug else logging.WARNING)
+    for logger_name in {name for name, _ in _NEXUS_MISTAKES}:
+        logger = logging.getLogger(logger_name)
+        if not any(isinstance(existing, MistakeCountingFilter) for existing in logger.filters):
+            logger.addFilter(MistakeCountingFilter())

@@ -10,7 +10,9 @@ from threading import Lock
 from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from nexus.logs import CLIENT_MISTAKES, ClientMistakes
 
 WINDOW_S = 10
 
@@ -76,6 +78,8 @@ class Metrics:
         self.queue_publish_failures = Counter("nexus_queue_publish_failures", "Failed message-queue publishes",
                                               **labelled)
         self.connections_opened = Counter("nexus_connections_opened", "Socket.IO connections accepted", **labelled)
+        # Counted where they are logged (nexus.logs), for the whole process.
+        self.registry.register(_ClientMistakesCollector(CLIENT_MISTAKES))
         # Event names are the namespaces' handlers plus "unknown": bounded, so the caches are too.
         self._received: dict[str, Any] = {}
         self._handled: dict[str, Any] = {}
@@ -133,6 +137,24 @@ class _ConnectionsCollector:
             counts[key] = counts.get(key, 0) + 1
         for (namespace, transport), count in sorted(counts.items()):
             family.add_metric([namespace, transport], count)
+        yield family
+
+
+class _ClientMistakesCollector:
+    """nexus_client_errors_total{kind}: requests refused for a client's mistake (unknown session,
+    transport or origin, ...), from the process-wide tally at scrape time."""
+
+    def __init__(self, mistakes: ClientMistakes):
+        self.mistakes = mistakes
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self):  # noqa: ANN201 - prometheus_client's collector protocol
+        family = CounterMetricFamily("nexus_client_errors", "Requests refused for a client's mistake, by kind",
+                                     labels=["kind"])
+        for kind, count in sorted(self.mistakes.counts().items()):
+            family.add_metric([kind], count)
         yield family
 
 

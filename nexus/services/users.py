@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import functools
+import os
 import secrets
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 from flask import current_app
 from sqlalchemy import func, or_, select
@@ -22,10 +23,44 @@ EDITABLE_PROFILE_FIELDS = {"display_name": "displayName", "department": "departm
 _LIKE_ESCAPE = "\\"
 
 
+_T = TypeVar("_T")
+# Password hashing is CPU-bound (scrypt, about 100 ms): at most this many run at once, off the loop.
+HASHING_THREADS = max(1, min(4, os.cpu_count() or 1))
+_hashing_pool: Any = None
+_hashing_pool_pid = 0
+
+
+def _off_the_loop(function: Callable[..., _T], *args: Any) -> _T:
+    """Run a password hash in a native thread when gevent runs the server, so every other connection
+    keeps being served meanwhile (hashlib releases the GIL); in a plain thread, run it right here."""
+    from gevent import monkey
+
+    if not monkey.is_module_patched("threading"):
+        return function(*args)
+    global _hashing_pool, _hashing_pool_pid
+    # A pool of its own (gevent's default one also resolves host names), made in the serving process:
+    # a pool inherited through fork has no threads.
+    if _hashing_pool is None or _hashing_pool_pid != os.getpid():
+        from gevent.threadpool import ThreadPool
+
+        _hashing_pool, _hashing_pool_pid = ThreadPool(HASHING_THREADS), os.getpid()
+    return _hashing_pool.apply(function, args)
+
+
+def hash_password(password: str) -> str:
+    """The stored form of a password (werkzeug's scrypt), computed off the event loop."""
+    return _off_the_loop(generate_password_hash, password)
+
+
+def password_matches(stored_hash: str, password: str) -> bool:
+    """Whether a password matches its stored form, checked off the event loop."""
+    return _off_the_loop(check_password_hash, stored_hash, password)
+
+
 @functools.cache
 def _dummy_hash() -> str:
     # Checked against when the username does not exist, so both paths cost the same.
-    return generate_password_hash(secrets.token_urlsafe(16))
+    return hash_password(secrets.token_urlsafe(16))
 
 
 def create_user(
@@ -48,7 +83,7 @@ def create_user(
     user = User(
         username=name,
         display_name=data.get("display_name") or data["username"],
-        password_hash=generate_password_hash(data["password"]),
+        password_hash=hash_password(data["password"]),
         role=data["role"],
         department=data.get("department"),
     )
@@ -74,9 +109,9 @@ def verify_credentials(username: str, password: str) -> User:
     """The account these credentials open; INVALID_CREDENTIALS or USER_BANNED otherwise."""
     user = find_by_username(username)
     if user is None:
-        check_password_hash(_dummy_hash(), password)
+        password_matches(_dummy_hash(), password)
         raise NexusError("INVALID_CREDENTIALS")
-    if not check_password_hash(user.password_hash, password):
+    if not password_matches(user.password_hash, password):
         raise NexusError("INVALID_CREDENTIALS")
     if user.is_banned:
         raise NexusError("USER_BANNED")
