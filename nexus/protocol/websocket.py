@@ -1,20 +1,16 @@
-"""Nexus's engine.io WebSocket transport: the per-connection machinery, made lean.
+"""Engine.IO's WebSocket transport and the shared heartbeat, as Nexus runs them.
 
-python-engineio runs each WebSocket with three greenlets (a reader, a writer fed through a queue,
-and a ping timer) and re-encodes a broadcast packet for every recipient. Here, through the
-server's own extension points (its per-instance table of async drivers and its background-task
-entry), each connection keeps one greenlet, its reader:
+Each WebSocket session keeps one greenlet, its reader:
 
-- packets are written straight to the socket by whoever sends them, through the connection's
-  `DirectOutput` (which stands in for engine.io's outgoing queue), and a packet's WebSocket frame
-  is built once however many sockets it goes to (python-socketio hands the same packet object to
-  every member of a room);
-- one `Pinger` per server sends engine.io's heartbeats for every connection, instead of a
-  sleeping greenlet per connection.
+- packets are written straight to the socket by whoever sends them, through the session's
+  `DirectOutput`, and a packet's WebSocket frame is built once however many sockets it goes to
+  (python-socketio hands the same packet object to every member of a room);
+- one `Pinger` per server sends Engine.IO's PING to every session (WebSocket and long-polling)
+  when it is due and closes a session whose PONG has not come within pingTimeout, from one
+  greenlet that sleeps until the next deadline.
 
-Long-polling is engine.io's own, unchanged, as is everything an engine.io socket decides (ping
-timeouts, close, the upgrade handshake). tests/protocol/test_websocket.py and the live tests fail
-if a python-engineio release moves these entry points.
+The session itself (what a packet means, closing, the upgrade from long-polling) is
+nexus.protocol.polling's `EngineSession`; this module only moves its packets over a WebSocket.
 """
 from __future__ import annotations
 
@@ -22,12 +18,12 @@ import heapq
 import itertools
 import logging
 import time
-from typing import Any
+import weakref
+from typing import Any, Callable
 
 import gevent
-from engineio import exceptions as eio_exceptions
+from gevent.event import Event
 from engineio import packet as eio_packet
-from engineio.socket import Socket as EngineSocket
 from geventwebsocket.exceptions import WebSocketError
 
 from nexus.server import frame_header
@@ -36,6 +32,10 @@ log = logging.getLogger("nexus.transport")
 
 _FRAME = "_nexus_frame"
 CLOSE_GRACE_S = 5.0
+#: How long the probe exchange of an upgrade may take (Engine.IO's upgradeTimeout); meanwhile the
+#: session's GETs are answered at once, so a stalled probe must not last.
+UPGRADE_TIMEOUT_S = 10.0
+PROTOCOL_ERROR = 1002
 
 
 def frame_of(pkt: Any) -> bytes:
@@ -53,14 +53,14 @@ def frame_of(pkt: Any) -> bytes:
 
 
 class DirectOutput:
-    """An engine.io socket's outgoing queue, once it is on WebSocket: `put` writes the frame."""
+    """A session's output once it is on WebSocket: `put` writes the packet's frame."""
 
     def __init__(self, ws: Any):
         self.ws = ws
         self.closed = False
 
     def put(self, pkt: Any, block: bool = True, timeout: float | None = None) -> None:
-        if pkt is None:  # engine.io's signal that the socket is closing
+        if pkt is None:  # the session is closing
             self.close()
             return
         if self.closed:
@@ -70,168 +70,180 @@ class DirectOutput:
         except WebSocketError:
             self.closed = True  # the reader sees the connection end and closes the session
 
-    def close(self) -> None:
+    def close(self, code: int = 1000) -> None:
         if not self.closed:
             self.closed = True
-            self.ws.close()
+            self.ws.close(code)
             # The peer answers the close frame and the reader ends; one that never does (gone
             # without a FIN) is cut off after a grace, so its reader does not wait forever.
             gevent.spawn_later(CLOSE_GRACE_S, self.ws.stop_reading)
 
-    # The rest of the queue interface engine.io may call on a WebSocket session.
     def join(self) -> None:
+        """Wait (a bounded time) until what was written has been handed to the kernel."""
         self.ws.flushed(5.0)
 
     def empty(self) -> bool:
         return True
 
-    def qsize(self) -> int:
-        return 0
-
-    def task_done(self) -> None:
-        pass
-
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        raise eio_exceptions.QueueEmpty()
-
-    get_nowait = get
-
 
 class Pinger:
-    """Sends engine.io's PING to every WebSocket and polling session when it is due, from one greenlet."""
+    """Engine.IO's heartbeat for every session of a server, from one greenlet.
 
-    TICK_S = 0.25
+    A session gets a PING `interval_s` after it opened or after its last PONG; a PONG must come
+    within `timeout_s` of the PING, or the session is closed (`close(reason=...)`, in a greenlet
+    of its own, since closing runs the application's disconnect handlers). The greenlet sleeps
+    until the earliest deadline, so every session is pinged on time, whenever it was created.
 
-    def __init__(self, server: Any):
-        self.server = server
-        self._due: list[tuple[float, int, Any]] = []
+    The heap holds sessions weakly, and entries of closed sessions are swept out once they are
+    the majority: a closed session is released at once, not when its next PING would have been due.
+    """
+
+    PING = 0
+    TIMEOUT = 1
+
+    def __init__(self, interval_s: float, timeout_s: float, timeout_reason: str,
+                 spawn: Callable[..., Any] = gevent.spawn):
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.timeout_reason = timeout_reason
+        self.spawn = spawn
+        self._due: list[tuple[float, int, Any, int, int]] = []
+        self._stale = 0  # entries of stopped sessions still in the heap
         self._order = itertools.count()
+        self._wake = Event()
         self._task: Any = None
+        self._ping = eio_packet.Packet(eio_packet.PING)  # one packet (and frame) for every session
 
-    def schedule(self, sock: Any) -> None:
-        """What engine.io's Socket._send_ping does in a greenlet of its own: ping after the interval."""
-        heapq.heappush(self._due, (time.monotonic() + self.server.ping_interval, next(self._order), sock))
+    def start(self, session: Any) -> None:
+        """Begin the heartbeat of a session that has just opened."""
+        session.awaiting_pong = False
+        self._push(session, self.interval_s, self.PING)
+
+    def pong(self, session: Any) -> None:
+        """A PONG arrived: the next PING goes out one interval from now (an unasked PONG changes nothing)."""
+        if session.awaiting_pong:
+            session.awaiting_pong = False
+            self._push(session, self.interval_s, self.PING)
+
+    def stop(self, session: Any) -> None:
+        """Forget a session's pending PING or deadline."""
+        session.heartbeat += 1
+        self._stale += 1
+        if self._stale > 256 and self._stale * 2 > len(self._due):
+            self._sweep()
+
+    def _sweep(self) -> None:
+        live = []
+        for entry in self._due:
+            session = entry[2]()
+            if session is not None and session.heartbeat == entry[3] and not session.closed:
+                live.append(entry)
+        heapq.heapify(live)
+        self._due = live
+        self._stale = 0
+
+    def pending(self) -> int:
+        """Entries waiting in the heap (closed sessions' included, until they come up)."""
+        return len(self._due)
+
+    def _push(self, session: Any, delay: float, kind: int) -> None:
+        session.heartbeat += 1
+        entry = (time.monotonic() + delay, next(self._order), weakref.ref(session), session.heartbeat, kind)
+        heapq.heappush(self._due, entry)
         if self._task is None:
             self._task = gevent.spawn(self._run)
+        elif self._due[0] is entry:
+            self._wake.set()  # earlier than what the greenlet sleeps towards
 
     def _run(self) -> None:
-        ping = eio_packet.Packet(eio_packet.PING)
         while True:
-            gevent.sleep(self.TICK_S)
+            self._wake.clear()
             now = time.monotonic()
             while self._due and self._due[0][0] <= now:
-                _, _, sock = heapq.heappop(self._due)
-                if sock.closing or sock.closed:
+                _, _, ref, generation, kind = heapq.heappop(self._due)
+                session = ref()
+                if session is None or generation != session.heartbeat or session.closing or session.closed:
                     continue
-                sock.last_ping = time.time()
                 try:
-                    sock.send(ping)
-                except Exception as exc:  # one bad socket never stops the heartbeats of the rest
-                    log.debug("ping failed: %s", type(exc).__name__)
+                    self._fire(session, kind)
+                except Exception as exc:  # one bad session never stops the heartbeats of the rest
+                    log.warning("heartbeat of a session failed: %s", type(exc).__name__)
+            self._wake.wait(self._due[0][0] - time.monotonic() if self._due else None)
+
+    def _fire(self, session: Any, kind: int) -> None:
+        if kind == self.PING:
+            session.awaiting_pong = True
+            session.send(self._ping)
+            self._push(session, self.timeout_s, self.TIMEOUT)
+        else:
+            self.stop(session)
+            self.spawn(session.close, wait=False, abort=False, reason=self.timeout_reason)
 
 
-class NexusWebSocketWSGI:
-    """engine.io's 'websocket' driver slot: runs a WebSocket session with one greenlet."""
+def run_websocket(session: Any, ws: Any) -> None:
+    """Serve one Engine.IO session over a WebSocket until either side ends it.
 
-    def __init__(self, handler: Any, server: Any):
-        self.handler = handler
-        self.server = server
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        ws = environ.get("wsgi.websocket")
-        if ws is None:
-            raise RuntimeError("WebSockets need Nexus's server (nexus serve or the Procfile's worker)")
-        sock = getattr(self.handler, "__self__", None)
-        if not isinstance(sock, EngineSocket) or not hasattr(ws, "write"):
-            raise RuntimeError("python-engineio's WebSocket entry point changed; see nexus/protocol/websocket.py")
-        run_websocket(sock, ws)
-        return []
-
-
-def run_websocket(sock: Any, ws: Any) -> None:
-    """engine.io's WebSocket session (Socket._websocket_handler), writing through DirectOutput."""
-    server = sock.server
-    limit = server.max_http_buffer_size
+    A session that is already open on long-polling is upgraded first (`2probe`, `3probe`, `5`).
+    """
+    limit = session.max_payload
 
     def receive() -> Any:
         data = ws.receive()
-        if data and len(data) > limit:
+        if data is not None and len(data) > limit:
             raise ValueError("packet is too large")
         return data
 
     # No socket timeout (gevent would arm a timer for every read): a peer that went silent is found
-    # by engine.io's ping timeout, which closes the session; DirectOutput.close then ends this reader.
-    if sock.connected:  # an upgrade from long-polling: the probe handshake first
-        sock.upgrading = True
-        pkt = eio_packet.Packet(encoded_packet=receive())
-        if pkt.packet_type != eio_packet.PING or pkt.data != "probe":
-            sock.upgrading = False
+    # by the Pinger's timeout, which closes the session; DirectOutput.close then ends this reader.
+    if session.connected:
+        if not _upgrade(session, ws, receive):
             return
-        ws.send(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
-        sock.queue.put(eio_packet.Packet(eio_packet.NOOP))  # ends the pending poll
-        pkt = eio_packet.Packet(encoded_packet=receive())
-        if pkt.packet_type != eio_packet.UPGRADE:
-            sock.upgraded = False
-            sock.upgrading = False
-            return
-        sock.upgraded = True
-        sock.upgrading = False
     else:
-        sock.connected = True
-        sock.upgraded = True
+        session.attach(DirectOutput(ws))
 
-    output = DirectOutput(ws)
-    waiting = sock.queue
-    sock.queue = output  # from here on, sends write to the socket
-    pending = None
-    while True:  # what was queued before, in order (no greenlet switch happens in this loop)
-        try:
-            pending = waiting.get_nowait()
-        except Exception:
-            break
-        waiting.task_done()
-        output.put(pending)
-    del waiting, pending  # the old queue is not kept for the life of the connection
-
+    output = session.output
     try:
         while not output.closed:
             try:
                 data = receive()
             except Exception as exc:
-                if not sock.closed:
+                if not session.closed:
                     log.info("WebSocket ended (%s)", type(exc).__name__)
                 break
             if data is None:
                 break
-            # A frame that is not an engine.io packet raises ValueError here, out of this loop:
-            # NexusHandler logs one line and closes the connection (as with engine.io's own loop).
             try:
-                sock.receive(eio_packet.Packet(encoded_packet=data))
-            except eio_exceptions.UnknownPacketError:
-                pass
-            except eio_exceptions.SocketIsClosedError:
+                session.receive(data)
+            except ValueError as exc:  # not an Engine.IO packet: that session ends
+                log.warning("closed a WebSocket that sent a malformed packet (%s)", exc)
+                output.close(PROTOCOL_ERROR)
                 break
     finally:
         output.close()
-        sock.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+        session.close(wait=False, abort=True, reason=session.server.reason.TRANSPORT_CLOSE)
 
 
-def install(server: Any) -> None:
-    """Give a python-socketio server's engine.io this transport and the shared pinger."""
-    eio = server.eio
-    if eio.async_mode != "gevent":
-        return  # the threading test servers keep engine.io's own transport
-    drivers = dict(eio._async)  # the module's table is shared by every engine.io server: copy it
-    drivers["websocket"] = NexusWebSocketWSGI
-    eio._async = drivers
-    pinger = Pinger(eio)
-    eio.nexus_pinger = pinger
-    start = eio.start_background_task
-
-    def start_background_task(target: Any, *args: Any, **kwargs: Any) -> Any:
-        if getattr(target, "__func__", None) is EngineSocket._send_ping:
-            pinger.schedule(target.__self__)
-            return None
-        return start(target, *args, **kwargs)
-
-    eio.start_background_task = start_background_task
+def _upgrade(session: Any, ws: Any, receive: Callable[[], Any]) -> bool:
+    """The probe exchange that moves a long-polling session onto this WebSocket; False if it failed."""
+    if not session.begin_upgrade():
+        log.info("refused a WebSocket for a session that is upgrading or upgraded already")
+        ws.close(PROTOCOL_ERROR, b"session upgraded already")
+        return False
+    try:
+        with gevent.Timeout(UPGRADE_TIMEOUT_S, TimeoutError("the upgrade took too long")):
+            if receive() != "2probe":
+                raise ValueError("no probe")
+            ws.send("3probe")
+            session.probed()  # the waiting GET ends with a NOOP
+            if receive() != "5":
+                raise ValueError("no UPGRADE packet after the probe")
+    except Exception as exc:  # the session goes on over long-polling
+        session.abort_upgrade()
+        log.info("WebSocket upgrade failed (%s)", exc if isinstance(exc, (ValueError, TimeoutError)) else type(exc).__name__)
+        ws.close(PROTOCOL_ERROR, b"upgrade failed")
+        return False
+    if session.closed:  # closed meanwhile (a ping timeout, the application): nothing to move over
+        ws.close()
+        return False
+    session.attach(DirectOutput(ws))
+    return True
