@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from contextvars import ContextVar
 from typing import Any
 
 from nexus import outages
 from nexus.errors import NexusError
+from nexus.protocol.packets import ack_requested_var
 
 log = logging.getLogger("nexus.realtime")
-
-ack_requested_var: ContextVar[bool] = ContextVar("nexus_ack_requested", default=False)
 
 
 def ok(**fields: Any) -> dict[str, Any]:

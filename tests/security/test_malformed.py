@@ -68,6 +68,12 @@ CLOSES = {
     "lone surrogate": '420["ping",{"timestamp":"\\ud800"}]',
     "CONNECT_ERROR sent by a client": '44{"message":"x"}',
     "attachment count over 10 digits": '4512345678901-["ping",{"_placeholder":true,"num":0}]',
+    "binary event announcing 11 attachments": '4511-["ping",' + ",".join(
+        '{"_placeholder":true,"num":%d}' % n for n in range(11)) + "]",
+    "binary event with an ack id of 200 digits": "451-" + "9" * 200 + '["ping",{"_placeholder":true,"num":0}]',
+    "binary event without an attachment count": '45["ping"]',
+    "binary ack without an id": '461-[{"_placeholder":true,"num":0}]',
+    "binary ack nobody is waiting for, with arguments that are no array": '461-7{"_placeholder":true,"num":0}',
     "empty Engine.IO packet": "",
     "binary junk": b"\x00\xff\xfe\x01garbage",
 }

@@ -12,7 +12,9 @@ from nexus import outages
 from nexus.config import Config
 from nexus.errors import NexusError
 from nexus.extensions import db
+from nexus.protocol.packets import event_has_binary
 from nexus.realtime import acks, broadcast, events
+from nexus.realtime.refusals import RefusalLog
 from nexus.realtime.sessions import SessionRegistry, SocketSession
 from nexus.services import tokens
 from nexus.realtime.shutdown import Shutdown
@@ -38,6 +40,13 @@ def degraded(what: str, exc: BaseException) -> None:
 Handler = Callable[..., Any]
 
 DEFAULT_COST = 1
+
+
+def takes_binary(handler: Handler) -> Handler:
+    """Declare that an event handler accepts binary arguments (`bytes`); every other event refuses
+    a binary packet with VALIDATION_ERROR, so nothing unvalidated is stored or broadcast."""
+    handler.takes_binary = True  # type: ignore[attr-defined]
+    return handler
 
 
 def rate_cost(units: int) -> Callable[[Handler], Handler]:
@@ -82,21 +91,39 @@ class NexusNamespace(Namespace):
         self.metrics = metrics
         self.shutdown = shutdown
         self.in_flight = shutdown.in_flight
+        # Sockets greeted after their CONNECT packet: only those are counted in presence.
+        self.greeted: set[str] = set()
+        self.refusals = RefusalLog(namespace)
 
     # -- connection ---------------------------------------------------------------
 
     def on_connect(self, auth: Any = None) -> None:
+        """Accept or refuse the CONNECT; nothing is sent to the client before its CONNECT packet,
+        so rooms, presence and the welcome wait for `greet`."""
         if self.shutdown.closing:
             error = NexusError("UNAVAILABLE", "This server is shutting down; reconnect in a moment.")
             raise ConnectionRefusedError(error.message, error.to_dict())
         try:
-            session = self._open_session(request.sid, auth)
+            self._open_session(request.sid, auth)
         except NexusError as exc:
             log.info("connection refused ns=%s code=%s", self.namespace, exc.code)
             raise ConnectionRefusedError(exc.message, exc.to_dict()) from None
         except Exception as exc:  # the database is down, say: refuse, never crash the server
             error = acks.unexpected(exc, event="connect", sid=request.sid)
             raise ConnectionRefusedError(error.message, error.to_dict()) from None
+
+    def greet(self, sid: str, auth: Any = None) -> None:
+        """Called by the packet layer once the CONNECT packet is out: the managed rooms, presence,
+        then the welcome and the after-connect steps (chat catch-up), in that order."""
+        session = self.sessions.get(sid)
+        environ = self.socketio.server.get_environ(sid, namespace=self.namespace)
+        if session is None or not environ:
+            return  # gone meanwhile
+        with environ["flask.app"].app_context():
+            self._greet(session, auth)
+
+    def _greet(self, session: SocketSession, auth: Any) -> None:
+        self.greeted.add(session.sid)
         self.join_managed_rooms(session)
         self.metrics.connected()
         log.info(
@@ -118,6 +145,8 @@ class NexusNamespace(Namespace):
 
     def on_disconnect(self, reason: Any = None) -> None:
         session = self.sessions.get(request.sid)
+        greeted = request.sid in self.greeted
+        self.greeted.discard(request.sid)
         if session is not None:
             try:
                 self.on_socket_closed(session)
@@ -125,12 +154,14 @@ class NexusNamespace(Namespace):
                 outages.rollback(db.session)
                 acks.unexpected(exc, event="disconnect", sid=session.sid)
             try:
-                self.presence.disconnected(session.actor())
+                if greeted:  # a socket closed before its greeting was never counted in presence
+                    self.presence.disconnected(session.actor())
             except Exception as exc:
                 outages.rollback(db.session)
                 degraded("presence on disconnect", exc)
             self.sessions.remove(request.sid)
             self.limiter.forget_socket(request.sid)
+            self.refusals.closed(request.sid)
             log.info(
                 "disconnected ns=%s sid=%s user=%s reason=%s",
                 self.namespace,
@@ -242,6 +273,8 @@ class NexusNamespace(Namespace):
             self._limit(session, event, getattr(handler, "rate_cost", DEFAULT_COST))  # unknown ones too
             if handler is None:
                 raise NexusError("UNKNOWN_EVENT", f"Unknown event {str(event)[:64]!r}.")
+            if event_has_binary() and not getattr(handler, "takes_binary", False):
+                raise NexusError("VALIDATION_ERROR", f"{str(event)[:64]!r} does not take binary content.")
             expires = session.token_expires_at
             if expires is not None and time.time() >= expires and event not in self.allowed_after_expiry:
                 raise NexusError("TOKEN_EXPIRED", "Your token has expired; send `authenticate` with a new one.")
@@ -258,13 +291,12 @@ class NexusNamespace(Namespace):
         if verdict.allowed:
             return
         name = str(event)[:64]
+        # Counted here; logged with the connection's other refusals, summarised (nexus.realtime.refusals).
         self.metrics.rate_limited.labels(name if hasattr(self, "on_" + name) else "unknown").inc()
-        log.info("rate limited ns=%s sid=%s user=%s event=%s", self.namespace, session.sid,
-                 session.user_id or "guest", name)
         if verdict.notify:
             broadcast.reply(events.RATE_LIMIT_EXCEEDED, {"event": name, "retryAfterMs": verdict.retry_after_ms},
                             sid=session.sid, namespace=self.namespace)
-        if verdict.cut_off:
+        if verdict.cut_off and self.refusals.first_cut_off(session.sid):  # once, whatever is still queued
             log.warning("disconnecting sid=%s: kept sending while rate limited", session.sid)
             self.socketio.start_background_task(self.socketio.server.disconnect, session.sid, self.namespace)
         raise NexusError("RATE_LIMITED", f"Too many events; retry in {verdict.retry_after_ms} ms.",
@@ -280,6 +312,9 @@ class NexusNamespace(Namespace):
     def _answer(self, event: str, sid: str, payload: dict[str, Any]) -> dict[str, Any] | None:
         if not payload["success"]:
             self.metrics.error(payload["error"]["code"])
+            session = self.sessions.get(sid)
+            user = session.user_id if session is not None else None
+            self.refusals.refused(sid, str(user or "guest"), payload["error"]["code"], str(event)[:64])
         if acks.ack_requested():
             return payload
         if not payload["success"]:
@@ -303,7 +338,7 @@ def managed_rooms(session: SocketSession) -> list[str]:
 
 
 def _handshake_token(auth: Any) -> str | None:
-    # Seed A sends io(url, {auth: {token}}); seed B also reads ?token= from the query string.
+    # Clients send the token in auth (io(url, {auth: {token}})) or as ?token= in the query string; auth wins.
     token = None
     if isinstance(auth, dict):
         token = auth.get("token")
