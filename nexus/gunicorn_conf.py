@@ -16,7 +16,9 @@ def _grace_s() -> int:
 graceful_timeout = _grace_s() + 5
 # A gevent worker that does not notify the master for this long is restarted.
 timeout = 30
-# HTTP keep-alive between a load balancer and this instance.
+# HTTP keep-alive between a load balancer and this instance. Nexus's worker serves HTTP with
+# gevent's pywsgi, which does not read this: nexus.server closes a kept-alive connection idle for
+# NEXUS_KEEPALIVE_TIMEOUT_S (75 s unless set).
 keepalive = 75
 # One worker per instance: Flask-SocketIO keeps its sessions in the worker's memory.
 workers = 1

@@ -1,13 +1,21 @@
 """Serving Nexus: gevent's WSGI server with WebSocket support, standalone or under gunicorn."""
 from __future__ import annotations
 
+import base64
+import binascii
 import io
+import ipaddress
 import logging
 import socket
 import struct
+import time
 from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from http.client import HTTPException
 from typing import Any
 
+import gevent
 import geventwebsocket.handler
 from gevent import pywsgi
 from geventwebsocket.exceptions import ProtocolError, WebSocketError
@@ -15,18 +23,33 @@ from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Header, WebSocket
 
-from nexus.logs import redact
+from nexus.logs import CLIENT_MISTAKES, redact
 
 access_log = logging.getLogger("nexus.access")
 server_log = logging.getLogger("nexus.server")
 
 
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_BIG = 1009
+
+#: Frames a WebSocket's reader handles in a row before it lets every other connection of the
+#: worker have a turn (a client that floods small frames never has to wait on its socket).
+FRAMES_PER_TURN = 16
+#: How the reader lets the others have their turn when more of its frames are waiting: a timer,
+#: so that the event loop polls every socket before the reader goes on (gevent runs callbacks
+#: queued by sleep(0) about 50 at a time before it polls, so sleep(0) would still hold every other
+#: connection back for ~100 ms). A reader with nothing waiting goes on: its next read waits anyway.
+TURN_PAUSE_S = 0.0001
 
 
 class MessageTooBig(Exception):
     """A WebSocket message longer than the configured maximum."""
+
+
+class FrameBudgetExceeded(Exception):
+    """A WebSocket that sends frames faster than its budget allows, past its burst."""
 
 
 class _ReadElsewhere:
@@ -46,6 +69,54 @@ _NO_BODY = io.BytesIO(b"")
 #: dropped (a client that stopped reading must not grow the server's memory without a bound);
 #: NEXUS_MAX_BACKLOG_BYTES sets it.
 MAX_BACKLOG_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    """What a connection may do before the application sees it (the defaults are nexus.config's)."""
+
+    header_timeout_s: float = 30.0
+    keepalive_timeout_s: float = 75.0
+    max_connections_per_address: int = 1000
+    trusted_proxies: int = 0
+    frame_rate: float = 2000.0
+    frame_burst: float = 10_000.0
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_backlog_bytes: int = MAX_BACKLOG_BYTES
+    socketio_path: str = "/socket.io/"
+
+    @classmethod
+    def of(cls, application: Any) -> "EdgeLimits":
+        """The limits of a Nexus app's settings; the defaults for any other WSGI application."""
+        config = getattr(application, "config", None)
+        settings = config.get("NEXUS") if isinstance(config, dict) else None
+        if settings is None:
+            return cls()
+        middleware = getattr(getattr(application, "extensions", {}).get("socketio"), "sockio_mw", None)
+        path = getattr(middleware, "engineio_path", None) or cls.socketio_path
+        return cls(
+            header_timeout_s=float(settings.header_timeout_s),
+            keepalive_timeout_s=float(settings.keepalive_timeout_s),
+            max_connections_per_address=settings.max_connections_per_address,
+            trusted_proxies=settings.trusted_proxies,
+            frame_rate=float(settings.websocket_frame_rate),
+            frame_burst=float(settings.websocket_frame_burst),
+            max_message_bytes=settings.max_payload_bytes,
+            max_backlog_bytes=settings.max_backlog_bytes,
+            socketio_path=path if path.endswith("/") else path + "/",
+        )
+
+
+def edge_limits(handler: Any) -> EdgeLimits:
+    """The limits of the server a handler belongs to (read from its application once per server)."""
+    server = getattr(handler, "server", None)
+    limits = getattr(server, "nexus_limits", None)
+    if limits is None:
+        application = getattr(server, "application", None) or getattr(handler, "application", None)
+        limits = EdgeLimits.of(application)
+        if server is not None:
+            server.nexus_limits = limits
+    return limits
 
 
 def frame_header(length: int, opcode: int = 0x1) -> bytes:
@@ -70,8 +141,14 @@ class LimitedWebSocket(WebSocket):
     Reading: a size limit checked on each frame header, before its payload is read (a huge frame
     is refused without buffering it; messages split over continuation frames count as a whole);
     compression is never negotiated, so a compressed (RSV1) frame is a protocol error and is never
-    inflated; masks are removed with integer arithmetic and text is checked by one strict UTF-8
-    decode (gevent-websocket does both in Python, byte by byte, which cost more than the event).
+    inflated, and an unmasked client frame closes the connection with 1002 (RFC 6455 section 5.1);
+    masks are removed with integer arithmetic and text is checked by one strict UTF-8 decode
+    (gevent-websocket does both in Python, byte by byte, which cost more than the event).
+
+    Fairness: the reader handles at most FRAMES_PER_TURN frames before it yields to the other
+    connections, and every frame (control frames too) is taken from a token bucket refilled at
+    NEXUS_WS_FRAME_RATE per second up to NEXUS_WS_FRAME_BURST: a client that keeps sending past it
+    is closed with 1008.
 
     Writing: a frame goes straight to the socket with one non-blocking send from whichever
     greenlet emits it (a room broadcast writes to every member without switching greenlets);
@@ -79,14 +156,20 @@ class LimitedWebSocket(WebSocket):
     only while there is one. A peer whose backlog passes NEXUS_MAX_BACKLOG_BYTES is disconnected.
     """
 
-    __slots__ = ("max_message_bytes", "max_backlog_bytes", "_message_bytes", "_socket", "_raw", "_backlog",
-                 "_backlog_bytes", "_flusher", "_rbuf")
+    __slots__ = ("max_message_bytes", "max_backlog_bytes", "frame_rate", "frame_burst", "_message_bytes",
+                 "_socket", "_raw", "_backlog", "_backlog_bytes", "_flusher", "_rbuf", "_tokens", "_refilled",
+                 "_turn")
 
     def __init__(self, environ: Any, stream: Any, handler: Any):
         super().__init__(environ, stream, handler)
-        config = getattr(handler.application, "config", {}).get("NEXUS")
-        self.max_message_bytes = config.max_payload_bytes if config is not None else DEFAULT_MAX_MESSAGE_BYTES
-        self.max_backlog_bytes = config.max_backlog_bytes if config is not None else MAX_BACKLOG_BYTES
+        limits = edge_limits(handler)
+        self.max_message_bytes = limits.max_message_bytes
+        self.max_backlog_bytes = limits.max_backlog_bytes
+        self.frame_rate = limits.frame_rate
+        self.frame_burst = limits.frame_burst
+        self._tokens = limits.frame_burst
+        self._refilled = time.monotonic()
+        self._turn = FRAMES_PER_TURN
         self._message_bytes = 0
         self._socket = handler.socket  # gevent's socket: blocking sends park only the calling greenlet
         self._raw = getattr(handler.socket, "_sock", None)  # the non-blocking OS socket beneath it
@@ -135,9 +218,35 @@ class LimitedWebSocket(WebSocket):
             buffer += chunk
         return buffer
 
+    def _count_frame(self, length: int) -> None:
+        """Take a frame from the connection's budget, and from its turn (a long frame takes one
+        frame more per 64 KiB)."""
+        now = time.monotonic()
+        tokens = min(self.frame_burst, self._tokens + (now - self._refilled) * self.frame_rate) - 1
+        self._tokens, self._refilled = tokens, now
+        if tokens < 0:
+            raise FrameBudgetExceeded(f"more than {self.frame_burst:.0f} frames at once, then more than "
+                                      f"{self.frame_rate:.0f} a second")
+        self._turn -= 1 + (length >> 16)
+
+    def _end_turn(self) -> None:
+        """Once the connection has had its turn, let the others have theirs if more of its frames
+        are waiting (in the buffer or in the kernel): a flood never has to wait on its socket."""
+        self._turn = FRAMES_PER_TURN
+        waiting = bool(self._rbuf)
+        if not waiting and self._raw is not None:
+            try:
+                waiting = bool(self._raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+            except OSError:  # nothing there (EAGAIN), or the connection is gone: the next read says
+                waiting = False
+        if waiting:
+            gevent.sleep(TURN_PAUSE_S)
+
     def read_frame(self) -> Any:
         buffer = self._fill(2)
         first, second = buffer[0], buffer[1]
+        if not second & 0x80:
+            raise ProtocolError("unmasked client frame")
         header = Header(fin=first & 0x80 == 0x80, opcode=first & 0x0F, flags=first & 0x70, length=second & 0x7F)
         offset = 2
         if header.opcode > 0x07:
@@ -151,11 +260,8 @@ class LimitedWebSocket(WebSocket):
         elif header.length == 127:
             header.length = struct.unpack_from("!Q", self._fill(10), 2)[0]
             offset = 10
-        if second & 0x80:
-            header.mask = bytes(self._fill(offset + 4)[offset:offset + 4])
-            offset += 4
-        else:
-            header.mask = b""
+        header.mask = bytes(self._fill(offset + 4)[offset:offset + 4])
+        offset += 4
         if header.opcode in (self.OPCODE_TEXT, self.OPCODE_BINARY):
             self._message_bytes = 0
         if header.opcode in (self.OPCODE_TEXT, self.OPCODE_BINARY, self.OPCODE_CONTINUATION):
@@ -164,6 +270,7 @@ class LimitedWebSocket(WebSocket):
                 raise MessageTooBig(f"message of more than {self.max_message_bytes} bytes")
         if header.flags:
             raise ProtocolError("reserved bits set (compression is not enabled)")
+        self._count_frame(header.length)
         end = offset + header.length
         buffer = self._fill(end)
         payload = bytes(buffer[offset:end])
@@ -171,9 +278,9 @@ class LimitedWebSocket(WebSocket):
             self._rbuf = bytearray()  # an idle connection keeps no buffer
         else:
             del buffer[:end]
-        if header.mask:
-            payload = unmask(payload, header.mask)
-        return header, payload
+        if self._turn <= 0:
+            self._end_turn()
+        return header, unmask(payload, header.mask)
 
     def validate_utf8(self, payload: Any) -> None:
         """Text is validated once, whole, by the strict decode that turns it into a str."""
@@ -276,9 +383,27 @@ class LimitedWebSocket(WebSocket):
         try:
             return super().receive()
         except MessageTooBig as exc:
-            server_log.warning("closed a WebSocket: %s", exc)
+            CLIENT_MISTAKES.report(server_log, "message_too_big", f"closed a WebSocket: {exc}")
             self.close(CLOSE_TOO_BIG, b"message too big")
             return None
+        except FrameBudgetExceeded as exc:
+            CLIENT_MISTAKES.report(server_log, "websocket_flood",
+                                   f"closed a WebSocket from {self._peer()} that sent frames too fast ({exc})")
+            self.close(CLOSE_POLICY_VIOLATION, b"too many frames")
+            return None
+
+    def _peer(self) -> str:
+        environ = self.environ or {}
+        return str(environ.get("REMOTE_ADDR") or "an unknown address")
+
+    # gevent-websocket's receive closes with 1002 on a ProtocolError, without saying why.
+    def read_message(self) -> Any:
+        try:
+            return super().read_message()
+        except ProtocolError as exc:
+            CLIENT_MISTAKES.report(server_log, "websocket_protocol_error",
+                                   f"closed a WebSocket from {self._peer()} with {CLOSE_PROTOCOL_ERROR}: {exc}")
+            raise
 
 
 # gevent-websocket's handler builds its WebSocket by this module-level name; Nexus's servers
@@ -286,8 +411,28 @@ class LimitedWebSocket(WebSocket):
 geventwebsocket.handler.WebSocket = LimitedWebSocket
 
 
+def is_loopback(address: str) -> bool:
+    """Whether a client address is the host itself (or not an IP address at all: a Unix socket)."""
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return True
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
+def forwarded_for(header: str | None, peer: str, hops: int) -> str:
+    """The client's address behind `hops` trusted proxies, read from X-Forwarded-For as
+    werkzeug's ProxyFix reads it for the application (the peer's when the header is short)."""
+    if not header or hops < 1:
+        return peer
+    values = [value.strip() for value in header.split(",") if value.strip()]
+    return values[-hops] if len(values) >= hops else peer
+
+
 class OpenConnections:
-    """The HTTP connections this process serves, so that a drain can end those nobody is using.
+    """The HTTP connections this process serves, so that a drain can end those nobody is using,
+    and how many each client address holds, so that one address cannot take them all.
 
     A connection *waits* while its handler reads a request: a kept-alive connection between two
     requests, or one whose request has not fully arrived. Otherwise the application has it (a
@@ -297,6 +442,7 @@ class OpenConnections:
 
     def __init__(self) -> None:
         self._handlers: set[Any] = set()
+        self._per_address: dict[str, int] = {}
         self.draining = False
 
     def __len__(self) -> int:
@@ -307,6 +453,42 @@ class OpenConnections:
 
     def discard(self, handler: Any) -> None:
         self._handlers.discard(handler)
+        self._release(handler)
+
+    def held_by(self, address: str) -> int:
+        """How many connections `address` holds."""
+        return self._per_address.get(address, 0)
+
+    def claim(self, handler: Any, address: str, limit: int) -> bool:
+        """Count the handler's connection against `address` (moving it from the address it was
+        counted against); False, counting nothing, when the address holds `limit` already.
+        Loopback peers are not counted."""
+        if getattr(handler, "counted_address", None) == address:
+            return True
+        if is_loopback(address):
+            self._release(handler)
+            return True
+        held = self._per_address.get(address, 0)
+        if held >= limit:
+            CLIENT_MISTAKES.report(server_log, "too_many_connections",
+                                   f"refused a connection from {address}: it holds {held}, the most one address "
+                                   "may (NEXUS_MAX_CONNECTIONS_PER_ADDRESS)")
+            return False
+        self._release(handler)
+        self._per_address[address] = held + 1
+        handler.counted_address = address
+        return True
+
+    def _release(self, handler: Any) -> None:
+        address = getattr(handler, "counted_address", None)
+        if address is None:
+            return
+        handler.counted_address = None
+        held = self._per_address.get(address, 0) - 1
+        if held > 0:
+            self._per_address[address] = held
+        else:
+            self._per_address.pop(address, None)
 
     def begin_drain(self) -> int:
         """Stop keeping connections alive, and end those waiting for a request now; how many."""
@@ -331,13 +513,48 @@ class OpenConnections:
 CONNECTIONS = OpenConnections()
 
 
+class _IdleTooLong(socket.timeout):
+    """A kept-alive connection whose next request did not begin within NEXUS_KEEPALIVE_TIMEOUT_S."""
+
+
+class _HeadersTooSlow(socket.timeout):
+    """A request whose line and headers did not arrive within NEXUS_HEADER_TIMEOUT_S."""
+
+
+class _TooManyConnections(ValueError):
+    """A request from an address that holds NEXUS_MAX_CONNECTIONS_PER_ADDRESS connections already."""
+
+
+def _canned(status: str, body: bytes, *headers: str) -> bytes:
+    """A whole HTTP response that closes the connection, for answers given before the application."""
+    lines = [f"HTTP/1.1 {status}", "Connection: close", "Content-Type: text/plain; charset=utf-8",
+             f"Content-Length: {len(body)}", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+_BAD_REQUEST = _canned("400 Bad Request", b"Bad request\n")
+_HEADERS_TOO_SLOW = _canned("408 Request Timeout", b"The request headers did not arrive in time\n")
+_TOO_MANY_CONNECTIONS = _canned("429 Too Many Requests", b"Too many connections from your address\n",
+                                "Retry-After: 10")
+
+
 class NexusHandler(WebSocketHandler):
     """gevent-websocket's handler, logging through `nexus.access` with tokens scrubbed, and known
-    to CONNECTIONS for as long as its connection is open."""
+    to CONNECTIONS for as long as its connection is open.
+
+    At the edge: a request's line and headers must arrive within NEXUS_HEADER_TIMEOUT_S (counted
+    from the connection's accept for its first request, from the first byte for later ones), a
+    kept-alive connection idle for NEXUS_KEEPALIVE_TIMEOUT_S is closed, an address may hold
+    NEXUS_MAX_CONNECTIONS_PER_ADDRESS connections (the peer's address, or the client's behind
+    NEXUS_TRUSTED_PROXIES), a malformed request gets 400 with one warning line, and a WebSocket
+    upgrade is answered as RFC 6455 section 4.2 asks before the application sees it.
+    """
 
     waiting_for_request = False
     requests_read = 0
+    counted_address: str | None = None
     _cut = False
+    _header_timer: Any = None
 
     def handle(self) -> None:
         # Events are small writes (an event, then its ack): without TCP_NODELAY the second
@@ -346,22 +563,80 @@ class NexusHandler(WebSocketHandler):
             self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:  # not a TCP socket (a Unix socket behind a proxy)
             pass
+        limits = edge_limits(self)
         CONNECTIONS.add(self)
         try:
+            # Without trusted proxies the peer is the client: counted from the accept, and refused
+            # at once (before reading anything), so that refusals never hold a connection slot.
+            if not limits.trusted_proxies and not CONNECTIONS.claim(
+                self, self.peer_address, limits.max_connections_per_address
+            ):
+                self._answer_and_close(_TOO_MANY_CONNECTIONS)
+                return
+            self._arm_header_timer(limits.header_timeout_s)
             super().handle()
         finally:
+            self._disarm_header_timer()
             CONNECTIONS.discard(self)
+
+    @property
+    def peer_address(self) -> str:
+        """The address of the connection's peer (a proxy's, behind one)."""
+        address = self.client_address
+        return str(address[0]) if isinstance(address, tuple) and address else ""
+
+    def _answer_and_close(self, response: bytes) -> None:
+        """Write a whole response and end the connection's sending side (the server then closes it)."""
+        sock = self.socket
+        try:
+            sock.sendall(response)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def _arm_header_timer(self, seconds: float) -> None:
+        self._disarm_header_timer()
+        self._header_timer = gevent.Timeout.start_new(seconds, _HeadersTooSlow("request headers too slow"))
+
+    def _disarm_header_timer(self) -> None:
+        timer, self._header_timer = self._header_timer, None
+        if timer is not None:
+            timer.close()
 
     def read_requestline(self) -> str:
         if CONNECTIONS.draining and self.requests_read and not self.request_arriving():
             return ""  # no waiting for a next request on a draining instance: the connection ends
         self.waiting_for_request = True
-        return super().read_requestline()
+        if self.requests_read:
+            limits = edge_limits(self)
+            if not self._next_request_begins(limits.keepalive_timeout_s):
+                return ""  # idle past the keep-alive timeout, or closed by the client: the connection ends
+            self._arm_header_timer(limits.header_timeout_s)
+        line = super().read_requestline()
+        if not line or len(line) >= pywsgi.MAX_REQUEST_LINE:
+            self._disarm_header_timer()  # answered (or closed) without reading headers
+        return line
+
+    def _next_request_begins(self, timeout: float) -> bool:
+        """Wait (at most `timeout` seconds) for the first byte of a kept-alive connection's next request."""
+        try:
+            with gevent.Timeout(timeout, _IdleTooLong("idle")):
+                return bool(self.rfile.peek(1))
+        except _IdleTooLong:
+            return False
 
     def read_request(self, raw_requestline: str) -> Any:
         try:
-            return super().read_request(raw_requestline)
+            parsed = super().read_request(raw_requestline)
+            limits = edge_limits(self)
+            if limits.trusted_proxies:  # the client is known once its headers are: counted per request
+                address = forwarded_for(", ".join(self.headers.get_all("X-Forwarded-For") or ()),
+                                        self.peer_address, limits.trusted_proxies)
+                if not CONNECTIONS.claim(self, address, limits.max_connections_per_address):
+                    raise _TooManyConnections(address)
+            return parsed
         finally:
+            self._disarm_header_timer()
             self.waiting_for_request = False  # the application has the request from here on
             self.requests_read += 1
 
@@ -376,9 +651,24 @@ class NexusHandler(WebSocketHandler):
             return False
 
     def _handle_client_error(self, ex: BaseException) -> Any:
+        """A request that cannot be served as sent: the answer, and one line in the log at most."""
         if self._cut:
             return None  # a request cut short by the drain is not the client's error: just close
-        return super()._handle_client_error(ex)
+        if isinstance(ex, _HeadersTooSlow):
+            CLIENT_MISTAKES.report(server_log, "request_timeout",
+                                   f"closed a connection from {self.peer_address}: its request headers took longer "
+                                   "than NEXUS_HEADER_TIMEOUT_S")
+            return ("408", _HEADERS_TOO_SLOW)
+        if isinstance(ex, _TooManyConnections):
+            return ("429", _TOO_MANY_CONNECTIONS)  # counted and logged by CONNECTIONS.claim
+        if isinstance(ex, HTTPException):
+            reason = str(ex)  # http.client's: more than 100 headers, a header line over 64 KiB
+        else:
+            reason = getattr(ex, "formatted_message", None) or str(ex) or type(ex).__name__
+        reason = " ".join(reason.split())[:200]  # the client's bytes may be in it: one line, bounded
+        CLIENT_MISTAKES.report(server_log, "bad_http_request",
+                               f"refused a malformed HTTP request from {self.peer_address}: {reason}")
+        return ("400", _BAD_REQUEST)
 
     def cut(self, both_ways: bool = False) -> None:
         """End this connection under its reader: a pending read sees the end of the stream."""
@@ -400,16 +690,56 @@ class NexusHandler(WebSocketHandler):
         return super().start_response(status, headers, exc_info)
 
     def upgrade_websocket(self) -> Any:
+        """Answer a WebSocket upgrade: 101, or the refusal RFC 6455 section 4.2 asks for (a request
+        that is not an upgrade goes on to the application)."""
+        environ = self.environ
+        if environ.get("REQUEST_METHOD") != "GET" or environ.get("HTTP_UPGRADE", "").strip().lower() != "websocket":
+            return None
+        refusal = self._upgrade_refusal(environ)
+        if refusal is not None:
+            status, reason, headers = refusal
+            CLIENT_MISTAKES.report(server_log, "websocket_upgrade_refused",
+                                   f"refused a WebSocket upgrade from {self.peer_address}: {reason}")
+            return self._refuse(status, reason, headers)
         # gevent-websocket answers 101 before the application sees the request, so engine.io's
         # origin check would come after the upgrade: refuse a cross-site WebSocket here, with 403.
-        if self.environ.get("HTTP_UPGRADE", "").lower() == "websocket":
-            allowed = getattr(self.application, "extensions", {}).get("nexus.origin_allowed")
-            origin = self.environ.get("HTTP_ORIGIN")
-            if allowed is not None and origin is not None and not allowed(origin, self.environ):
-                server_log.warning("refused a WebSocket from origin %r", origin[:200])
-                self.start_response("403 Forbidden", [("Content-Type", "text/plain"), ("Content-Length", "19")])
-                return [b"Origin not allowed\n"]
+        allowed = getattr(self.application, "extensions", {}).get("nexus.origin_allowed")
+        origin = environ.get("HTTP_ORIGIN")
+        if allowed is not None and origin is not None and not allowed(origin, environ):
+            server_log.warning("refused a WebSocket from origin %r", origin[:200])
+            return self._refuse("403 Forbidden", "Origin not allowed")
         return super().upgrade_websocket()
+
+    def _upgrade_refusal(self, environ: dict[str, Any]) -> tuple[str, str, list[tuple[str, str]]] | None:
+        """Why an upgrade request cannot be accepted (status, reason, headers); None if it can."""
+        tokens = {token.strip().lower() for token in environ.get("HTTP_CONNECTION", "").split(",")}
+        if "upgrade" not in tokens:
+            return "400 Bad Request", "a WebSocket upgrade needs Connection: Upgrade", []
+        if self.request_version in ("HTTP/0.9", "HTTP/1.0"):
+            return "400 Bad Request", f"a WebSocket upgrade needs HTTP/1.1, not {self.request_version}", []
+        path = environ.get("PATH_INFO") or ""
+        socketio_path = edge_limits(self).socketio_path
+        if not (path + "/").startswith(socketio_path):
+            return "400 Bad Request", f"WebSockets are served on {socketio_path} only", []
+        version = environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip()
+        if version != "13":
+            reason = f"unsupported Sec-WebSocket-Version {version[:20]!r}" if version else "no Sec-WebSocket-Version"
+            return "426 Upgrade Required", reason + " (13 is supported)", [("Sec-WebSocket-Version", "13")]
+        key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "").strip()
+        try:
+            valid_key = len(base64.b64decode(key, validate=True)) == 16
+        except (binascii.Error, ValueError):
+            valid_key = False
+        if not valid_key:
+            return "400 Bad Request", "Sec-WebSocket-Key missing or not 16 bytes in base64", []
+        return None
+
+    def _refuse(self, status: str, reason: str, headers: Sequence[tuple[str, str]] = ()) -> list[bytes]:
+        body = (reason + "\n").encode()
+        self.close_connection = True  # what the client sends next may be frames: never read as a request
+        self.start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
+                                      ("Content-Length", str(len(body))), ("Connection", "close"), *headers])
+        return [body]
 
     def handle_error(self, type_: Any, value: BaseException, tb: Any) -> None:
         # python-engineio lets a frame that is not an Engine.IO packet escape its WebSocket
