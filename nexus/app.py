@@ -12,10 +12,11 @@ from sqlalchemy import event as sa_event
 from socketio import packet as socketio_packet
 from sqlalchemy.engine import Engine
 
+from nexus.api.jsonbody import BoundedJSONProvider
 from nexus.config import Config
 from nexus.extensions import cors, db, jwt, migrate, socketio
-from nexus.logs import configure_logging
-from nexus.protocol import packets, websocket
+from nexus.logs import configure_logging, engineio_logger
+from nexus.protocol import packets, polling
 from nexus.realtime import broadcast, jsonenc, queue
 from nexus.realtime.events import ADMIN, CHAT, DEFAULT, PRESENCE
 
@@ -41,6 +42,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         template_folder=str(ROOT.parent / "templates"),
         static_folder=None,
     )
+    app.json = BoundedJSONProvider(app)  # request bodies nested too deeply: 400, not a RecursionError
     app.config["NEXUS"] = settings
     register_flask_config(app, settings)
     register_extensions(app, settings)
@@ -138,7 +140,7 @@ def register_socketio(app: Flask, settings: Config) -> None:
     # Always Nexus's loggers (their level is set by nexus.logs): given False, engine.io would add a
     # handler of its own, whose lines skip the formatter and the redaction.
     protocol_logger: Any = logging.getLogger("socketio")
-    engine_logger: Any = logging.getLogger("engineio")
+    engine_logger: Any = engineio_logger("engineio")  # a client's mistakes: counted warnings, never errors
     origin_check = _origin_checker(settings)
     # The WebSocket handler refuses a cross-site upgrade before it answers 101 (nexus.server).
     app.extensions["nexus.origin_allowed"] = (lambda origin, environ: True) if origin_check == "*" else origin_check
@@ -167,12 +169,13 @@ def register_socketio(app: Flask, settings: Config) -> None:
     # python-socketio sets the json module on the server's packet class only; the base class is what
     # the message-queue managers and the test client build packets with: orjson for them too.
     socketio_packet.Packet.json = jsonenc
-    packets.install(socketio.server)
-    websocket.install(socketio.server)
-    app.wsgi_app = packets.PollingBodyLimit(  # type: ignore[method-assign]
-        app.wsgi_app, socketio.server, socketio.server_options.get("socketio_path", "socket.io"),
-        settings.max_payload_bytes,
-    )
+    packets.install(socketio.server, packets.Limits(
+        max_attachments=settings.max_attachments, max_payload=settings.max_payload_bytes,
+        connect_timeout_s=settings.connect_timeout_ms / 1000,
+    ))
+    # Engine.IO (handshake, long-polling, WebSocket sessions, heartbeat) is Nexus's own front.
+    polling.install(app, socketio.server, socketio.server_options.get("socketio_path", "socket.io"), settings,
+                    app.extensions["nexus.origin_allowed"])
 
     sessions = SessionRegistry()
     app.extensions["nexus.sessions"] = sessions

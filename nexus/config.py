@@ -68,8 +68,17 @@ class Config:
     ping_timeout_ms: int = 60_000
     ping_interval_ms: int = 25_000
     max_payload_bytes: int = 1_000_000
+    max_attachments: int = 10
+    connect_timeout_ms: int = 45_000
     websocket_compression: bool = False
     max_backlog_bytes: int = 8 * 1024 * 1024
+    # The HTTP/WebSocket edge (nexus.server): timeouts before a request is read, connections per
+    # client address (loopback peers are not counted), and each WebSocket's frame budget.
+    header_timeout_s: int = 30
+    keepalive_timeout_s: int = 75
+    max_connections_per_address: int = 1000
+    websocket_frame_rate: int = 2000
+    websocket_frame_burst: int = 10_000
     # An outbox entry still unpublished this long after its commit is published by any instance.
     outbox_stale_s: float = 3.0
     # Test-only places where the process kills itself on purpose ({point: key prefix}); never in production.
@@ -136,8 +145,9 @@ class Config:
 
         origins = _origins(env, production)
 
-        ping_interval = env.integer("SOCKETIO_PING_INTERVAL", default=25_000, minimum=1_000, maximum=3_600_000)
-        ping_timeout = env.integer("SOCKETIO_PING_TIMEOUT", default=60_000, minimum=1_000, maximum=3_600_000)
+        # Milliseconds, announced to clients exactly as given (short values serve protocol test suites).
+        ping_interval = env.integer("SOCKETIO_PING_INTERVAL", default=25_000, minimum=100, maximum=3_600_000)
+        ping_timeout = env.integer("SOCKETIO_PING_TIMEOUT", default=60_000, minimum=100, maximum=3_600_000)
 
         values: dict[str, Any] = dict(
             env=mode,
@@ -185,10 +195,19 @@ class Config:
             ping_timeout_ms=ping_timeout,
             ping_interval_ms=ping_interval,
             max_payload_bytes=env.integer("SOCKETIO_MAX_PAYLOAD", default=1_000_000, minimum=1024, maximum=100_000_000),
+            max_attachments=env.integer("NEXUS_MAX_ATTACHMENTS", default=10, minimum=0, maximum=1000),
+            connect_timeout_ms=env.integer("NEXUS_CONNECT_TIMEOUT_MS", default=45_000, minimum=100, maximum=600_000),
             websocket_compression=env.flag("SOCKETIO_WEBSOCKET_COMPRESSION", default=False),
             max_backlog_bytes=env.integer(
                 "NEXUS_MAX_BACKLOG_BYTES", default=8 * 1024 * 1024, minimum=65_536, maximum=1_000_000_000
             ),
+            header_timeout_s=env.integer("NEXUS_HEADER_TIMEOUT_S", default=30, minimum=1, maximum=3600),
+            keepalive_timeout_s=env.integer("NEXUS_KEEPALIVE_TIMEOUT_S", default=75, minimum=1, maximum=3600),
+            max_connections_per_address=env.integer(
+                "NEXUS_MAX_CONNECTIONS_PER_ADDRESS", default=1000, minimum=1, maximum=1_000_000
+            ),
+            websocket_frame_rate=env.integer("NEXUS_WS_FRAME_RATE", default=2000, minimum=1, maximum=1_000_000),
+            websocket_frame_burst=env.integer("NEXUS_WS_FRAME_BURST", default=10_000, minimum=1, maximum=100_000_000),
             outbox_stale_s=env.integer("NEXUS_OUTBOX_STALE_MS", default=3000, minimum=200, maximum=600_000) / 1000,
             fault_points=_fault_points(env, production),
             auto_migrate=env.flag("NEXUS_AUTO_MIGRATE", default=not production),
