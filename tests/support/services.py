@@ -91,12 +91,31 @@ def postgres_admin_url() -> str:
 
 
 def unit_database_url(tmp_path: Path) -> str:
-    """The database of in-process tests: DATABASE_URL's PostgreSQL, or a SQLite file."""
+    """The database of in-process tests: DATABASE_URL's PostgreSQL (one database of its own per
+    pytest-xdist worker, as the tests create and drop their tables), or a SQLite file."""
     url = database_url()
     if url:
         require("postgres")
-        return url
+        worker = os.environ.get("PYTEST_XDIST_WORKER")
+        return _worker_database(url, worker) if worker else url
     return f"sqlite:///{tmp_path / 'unit.db'}"
+
+
+_WORKER_DATABASES: dict[str, str] = {}
+
+
+def _worker_database(url: str, worker: str) -> str:
+    """DATABASE_URL's server, a database named after it and the worker, made empty once per run."""
+    if worker not in _WORKER_DATABASES:
+        import psycopg
+
+        base, _, name = url.rpartition("/")
+        name = f"{name.split('?')[0]}_{worker}"
+        with psycopg.connect(postgres_admin_url(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        _WORKER_DATABASES[worker] = f"{base}/{name}"
+    return _WORKER_DATABASES[worker]
 
 
 def free_port() -> int:
