@@ -703,11 +703,20 @@ class NexusHandler(WebSocketHandler):
             return self._refuse(status, reason, headers)
         # gevent-websocket answers 101 before the application sees the request, so engine.io's
         # origin check would come after the upgrade: refuse a cross-site WebSocket here, with 403.
-        allowed = getattr(self.application, "extensions", {}).get("nexus.origin_allowed")
+        extensions = getattr(self.application, "extensions", {})
+        allowed = extensions.get("nexus.origin_allowed")
         origin = environ.get("HTTP_ORIGIN")
         if allowed is not None and origin is not None and not allowed(origin, environ):
             server_log.warning("refused a WebSocket from origin %r", origin[:200])
             return self._refuse("403 Forbidden", "Origin not allowed")
+        # Engine.IO's own refusals (version, transport, session) are HTTP answers too, not a 101
+        # followed by a close.
+        refuse_upgrade = extensions.get("nexus.refuse_upgrade")
+        if refuse_upgrade is not None:
+            answer = refuse_upgrade(environ, self.start_response)
+            if answer is not None:
+                self.close_connection = True  # what the client sends next may be frames
+                return answer
         return super().upgrade_websocket()
 
     def _upgrade_refusal(self, environ: dict[str, Any]) -> tuple[str, str, list[tuple[str, str]]] | None:

@@ -348,6 +348,34 @@ class EngineFront:
                 return []
             return self._error(environ, start_response, refusal)
 
+    def refuse_upgrade(self, environ: dict[str, Any], start_response: Any) -> list[bytes] | None:
+        """Answer a WebSocket upgrade request that Engine.IO refuses (unknown transport, a version
+        other than 4, an unknown or closed session) with its HTTP 400, before the server answers
+        101, as over long-polling; None for a request that may be upgraded (or is not Engine.IO's)."""
+        if not (environ.get("PATH_INFO") or "").startswith(self.prefix):
+            return None
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        transport = (query.get("transport") or [None])[0]
+        try:
+            if transport not in TRANSPORTS:
+                self.mistake("invalid_transport", "refused an Engine.IO upgrade: transport unknown")
+                raise _Refusal(UNKNOWN_TRANSPORT)
+            if query.get("EIO") != ["4"]:
+                self.mistake("unsupported_version", "refused an Engine.IO upgrade: protocol version is not 4")
+                raise _Refusal(UNSUPPORTED_PROTOCOL_VERSION)
+            if transport != "websocket":
+                self.mistake("invalid_upgrade", "refused an Engine.IO upgrade: transport and upgrade disagree")
+                raise _Refusal(BAD_REQUEST)
+            sid = (query.get("sid") or [None])[0]
+            if sid is not None:
+                session = self.engine.sessions().get(sid)
+                if session is None or not isinstance(session, EngineSession) or session.closed:
+                    self.mistake("invalid_session", "refused an Engine.IO upgrade: session unknown or closed")
+                    raise _Refusal(UNKNOWN_SID)
+        except _Refusal as refusal:
+            return self._error(environ, start_response, refusal)
+        return None
+
     def _serve(self, environ: dict[str, Any], start_response: Any, ws: Any) -> Any:
         method = environ.get("REQUEST_METHOD", "GET")
         origin = environ.get("HTTP_ORIGIN")
@@ -576,4 +604,6 @@ def install(app: Any, server: Any, path: str, settings: Any,
         cors_credentials=settings.cors_credentials, environ_extra={"flask.app": app},
     )
     app.wsgi_app = front
+    # The WebSocket handler (nexus.server) asks before it answers 101.
+    app.extensions["nexus.refuse_upgrade"] = front.refuse_upgrade
     return front
