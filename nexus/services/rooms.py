@@ -208,6 +208,18 @@ def direct_unread_counts(user_id: int) -> dict[str, int]:
     }
 
 
+def unread_summary(user_id: int) -> tuple[dict[str, int], dict[str, int]]:
+    """`unread_counts` and `direct_unread_counts` together, from one query (what a new connection is told)."""
+    in_rooms: dict[str, int] = {}
+    direct: dict[str, int] = {}
+    for name, kind, count in _unread_rows(user_id):
+        if kind == "direct":
+            direct[str(other_user(name, user_id))] = count
+        else:
+            in_rooms[name] = count
+    return in_rooms, direct
+
+
 def other_user(direct_room_name: str, user_id: int) -> int:
     """The other participant of a direct conversation room `dm:<low>:<high>` (oneself for a note to self)."""
     low, high = (int(part) for part in direct_room_name.split(":")[1:3])

@@ -100,6 +100,28 @@ def test_unread_counts_follow_the_read_marker(db, make_user):
     assert rooms.unread_counts(bob.user_id) == {}
 
 
+def test_the_unread_summary_is_both_counts_from_one_query(db, make_user):
+    from sqlalchemy import event
+
+    alice, bob = actor_of(make_user("alice")), actor_of(make_user("bob"))
+    rooms.join(alice, "general", auto_create=True, guests_can_chat=False)
+    rooms.join(bob, "general", auto_create=True, guests_can_chat=False)
+    messages.send_to_room(alice, "general", {"content": "in the room", "type": "text"})
+    for i in range(2):
+        messages.send_direct(alice, bob.user_id, {"content": f"dm{i}", "type": "text"}, sender_sid=None)
+    statements: list[str] = []
+    record = lambda *args: statements.append(args[2])  # noqa: E731 - (conn, cursor, statement, ...)
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        summary = rooms.unread_summary(bob.user_id)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert summary == (rooms.unread_counts(bob.user_id), rooms.direct_unread_counts(bob.user_id))
+    assert summary == ({"general": 1}, {str(alice.user_id): 2})
+    assert len(statements) == 1
+    assert rooms.unread_summary(make_user("carol").id) == ({}, {})
+
+
 def test_room_info_lists_members_and_refuses_outsiders(db, make_user):
     owner = actor_of(make_user("owner"))
     outsider = actor_of(make_user("outsider"))

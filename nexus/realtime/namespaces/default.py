@@ -26,14 +26,15 @@ class DefaultNamespace(ChatEvents, PresenceEvents, NexusNamespace):
     """Connection, chat, presence, ping, user_action, notification and authenticate events; admin ones: `/admin`."""
 
     def welcome(self, session: SocketSession) -> None:
+        unread, unread_direct = ({}, {}) if session.user_id is None else rooms.unread_summary(session.user_id)
         broadcast.reply(
             events.CONNECTED,
             {
                 "socketId": session.sid,
                 "user": session.identity(),
                 "guest": session.is_guest,
-                "unread": {} if session.user_id is None else rooms.unread_counts(session.user_id),
-                "unreadDirect": {} if session.user_id is None else rooms.direct_unread_counts(session.user_id),
+                "unread": unread,
+                "unreadDirect": unread_direct,
                 "instanceId": self.config.instance_id,
                 **server_time(),
             },
