@@ -210,3 +210,27 @@ def redis_channel() -> Iterator[str]:
 def pytest_report_header(config) -> list[str]:
     url = os.environ.get("DATABASE_URL")
     return [f"nexus database: {'PostgreSQL (' + url.split('@')[-1] + ')' if url else 'SQLite'}"]
+
+
+# -- modules that attack a server of their own (a `server` fixture each): tests/security, tests/protocol
+
+
+@pytest.fixture
+def control(server) -> Iterator[Any]:
+    """A control client (its own user and room) on the module's server, connected before the attack;
+    the test calls `control.assert_unharmed()` after it."""
+    from tests.security.attack import Control
+
+    made = Control(server)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture
+def log_after(server) -> Callable[[], str]:
+    """The log the module's server writes from now on (read it after the control client's check: that
+    round trip lets anything the attack caused reach the log first)."""
+    start = len(server.log())
+    return lambda: server.log()[start:]

@@ -355,26 +355,34 @@ class EngineFront:
         if not (environ.get("PATH_INFO") or "").startswith(self.prefix):
             return None
         query = parse_qs(environ.get("QUERY_STRING", ""))
-        transport = (query.get("transport") or [None])[0]
         try:
-            if transport not in TRANSPORTS:
-                self.mistake("invalid_transport", "refused an Engine.IO upgrade: transport unknown")
-                raise _Refusal(UNKNOWN_TRANSPORT)
-            if query.get("EIO") != ["4"]:
-                self.mistake("unsupported_version", "refused an Engine.IO upgrade: protocol version is not 4")
-                raise _Refusal(UNSUPPORTED_PROTOCOL_VERSION)
-            if transport != "websocket":
-                self.mistake("invalid_upgrade", "refused an Engine.IO upgrade: transport and upgrade disagree")
-                raise _Refusal(BAD_REQUEST)
+            self._check_transport(query, websocket=True)
             sid = (query.get("sid") or [None])[0]
-            if sid is not None:
-                session = self.engine.sessions().get(sid)
-                if session is None or not isinstance(session, EngineSession) or session.closed:
-                    self.mistake("invalid_session", "refused an Engine.IO upgrade: session unknown or closed")
-                    raise _Refusal(UNKNOWN_SID)
+            if sid is not None and self._open_session(sid) is None:
+                self.mistake("invalid_session", "refused an Engine.IO upgrade: session unknown or closed")
+                raise _Refusal(UNKNOWN_SID)
         except _Refusal as refusal:
             return self._error(environ, start_response, refusal)
         return None
+
+    def _open_session(self, sid: str) -> EngineSession | None:
+        """The session `sid` names, unless it is unknown or closed."""
+        session = self.engine.sessions().get(sid)
+        return session if isinstance(session, EngineSession) and not session.closed else None
+
+    def _check_transport(self, query: dict[str, list[str]], *, websocket: bool) -> None:
+        """Refuse a request whose transport is unknown or does not match how it came (an upgrade
+        or not), or whose Engine.IO version is not 4."""
+        transport = (query.get("transport") or [None])[0]
+        if transport not in TRANSPORTS:
+            self.mistake("invalid_transport", "refused an Engine.IO request: transport unknown")
+            raise _Refusal(UNKNOWN_TRANSPORT)
+        if query.get("EIO") != ["4"]:
+            self.mistake("unsupported_version", "refused an Engine.IO request: protocol version is not 4")
+            raise _Refusal(UNSUPPORTED_PROTOCOL_VERSION)
+        if (transport == "websocket") != websocket:
+            self.mistake("invalid_upgrade", "refused an Engine.IO request: transport and upgrade disagree")
+            raise _Refusal(BAD_REQUEST)
 
     def _serve(self, environ: dict[str, Any], start_response: Any, ws: Any) -> Any:
         method = environ.get("REQUEST_METHOD", "GET")
@@ -386,16 +394,7 @@ class EngineFront:
             start_response("204 No Content", self._cors(environ))
             return []
         query = parse_qs(environ.get("QUERY_STRING", ""))
-        transport = (query.get("transport") or [None])[0]
-        if transport not in TRANSPORTS:
-            self.mistake("invalid_transport", "refused an Engine.IO request: transport unknown")
-            raise _Refusal(UNKNOWN_TRANSPORT)
-        if query.get("EIO") != ["4"]:
-            self.mistake("unsupported_version", "refused an Engine.IO request: protocol version is not 4")
-            raise _Refusal(UNSUPPORTED_PROTOCOL_VERSION)
-        if (transport == "websocket") != (ws is not None):
-            self.mistake("invalid_upgrade", "refused an Engine.IO request: transport and upgrade disagree")
-            raise _Refusal(BAD_REQUEST)
+        self._check_transport(query, websocket=ws is not None)
         sid = (query.get("sid") or [None])[0]
         if sid is None:
             if method != "GET":
@@ -405,8 +404,8 @@ class EngineFront:
         if method not in ("GET", "POST"):
             self.mistake("method_not_allowed", f"refused an Engine.IO request by {method[:10]}")
             raise _Refusal(BAD_REQUEST)
-        session = self.engine.sessions().get(sid)
-        if session is None or not isinstance(session, EngineSession) or session.closed:
+        session = self._open_session(sid)
+        if session is None:
             lingering = self.lingering.get(sid)
             if lingering is not None and method == "GET" and ws is None:
                 return self._respond(environ, start_response, encode_payload(lingering.poll(0)))

@@ -13,7 +13,7 @@ import requests
 
 from tests.protocol.eio import (WAIT, Background, base, get, handshake, open_descriptors, post, raw_request,
                                 serving)
-from tests.security.attack import Control, rss_bytes
+from tests.security.attack import rss_bytes
 
 pytestmark = pytest.mark.live
 
@@ -26,13 +26,6 @@ ENV = {"SOCKETIO_PING_INTERVAL": "20000", "SOCKETIO_PING_TIMEOUT": "20000", "SOC
 def server(tmp_path_factory):
     with serving(tmp_path_factory.mktemp("polling"), ENV) as running:
         yield running
-
-
-@pytest.fixture
-def control(server):
-    watcher = Control(server)
-    yield watcher
-    watcher.close()
 
 
 def _packets(response: requests.Response) -> list[str]:

@@ -1,8 +1,7 @@
 """Fixtures of the security suite.
 
 Each module defines a `server` fixture (usually module-scoped: one process shared by tests that do
-not interfere). `control` connects a well-behaved user to that server before the attack; the test
-calls `control.assert_unharmed()` after it.
+not interfere). `control` and `log_after` (tests/conftest.py) work on that server.
 """
 from __future__ import annotations
 
@@ -11,18 +10,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.security.attack import Control, Probe, unique_name
+from tests.security.attack import Probe, unique_name
 from tests.support.cluster import Client
-
-
-@pytest.fixture
-def control(server) -> Iterator[Control]:
-    """A control client (its own user and room) on the module's server, connected before the attack."""
-    made = Control(server)
-    try:
-        yield made
-    finally:
-        made.close()
 
 
 @pytest.fixture

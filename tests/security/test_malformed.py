@@ -34,14 +34,6 @@ def server(tmp_path_factory):
         yield running
 
 
-@pytest.fixture
-def log_after(server):
-    """The log written from now on (read it after the control client's check: that round trip
-    lets anything the attack caused reach the log first)."""
-    start = len(server.log())
-    return lambda: server.log()[start:]
-
-
 def raw_user(server):
     """A raw WebSocket connection of an authenticated user (token in the query string)."""
     return open_raw(server, "&token=" + server.seeder.token("raw"))
