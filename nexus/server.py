@@ -7,6 +7,7 @@ import io
 import ipaddress
 import logging
 import socket
+import ssl
 import struct
 import time
 from collections import deque
@@ -15,15 +16,20 @@ from dataclasses import dataclass
 from http.client import HTTPException
 from typing import Any
 
+import _socket
 import gevent
 import geventwebsocket.handler
 from gevent import pywsgi
+from gevent.pool import Group, Pool
+from gevent.socket import socket as _GeventSocket
 from geventwebsocket.exceptions import ProtocolError, WebSocketError
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
+from gunicorn.workers.ggevent import PyWSGIServer
 from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Header, WebSocket
 
-from nexus.logs import CLIENT_MISTAKES, redact
+from nexus import access
+from nexus.logs import CLIENT_MISTAKES, log_event, redact
 
 access_log = logging.getLogger("nexus.access")
 server_log = logging.getLogger("nexus.server")
@@ -42,6 +48,11 @@ FRAMES_PER_TURN = 16
 #: queued by sleep(0) about 50 at a time before it polls, so sleep(0) would still hold every other
 #: connection back for ~100 ms). A reader with nothing waiting goes on: its next read waits anyway.
 TURN_PAUSE_S = 0.0001
+#: How long a watched WebSocket's reader waits for the next frame once it has handled every one
+#: that came, before it ends and leaves the connection to its watcher. A client in a conversation
+#: (an ack, then its next event) finds the reader still there: a greenlet started and ended and the
+#: watcher stopped and started again for every frame cost more than the event itself.
+READER_LINGER_S = 0.05
 
 
 class MessageTooBig(Exception):
@@ -145,6 +156,13 @@ class LimitedWebSocket(WebSocket):
     masks are removed with integer arithmetic and text is checked by one strict UTF-8 decode
     (gevent-websocket does both in Python, byte by byte, which cost more than the event).
 
+    Watched reading (`watch`): once its session is established, the connection leaves the greenlet
+    of the HTTP request that opened it. The event loop watches its socket, and when bytes arrive a
+    greenlet starts that reads and hands over every complete message waiting, then ends; an idle
+    WebSocket holds no greenlet, no HTTP request and no WSGI environ. A frame that arrives in
+    pieces keeps that greenlet waiting for the rest, as the reading greenlet of every connection
+    did before. A connection the loop cannot watch (TLS) is read by the greenlet that opened it.
+
     Fairness: the reader handles at most FRAMES_PER_TURN frames before it yields to the other
     connections, and every frame (control frames too) is taken from a token bucket refilled at
     NEXUS_WS_FRAME_RATE per second up to NEXUS_WS_FRAME_BURST: a client that keeps sending past it
@@ -154,14 +172,21 @@ class LimitedWebSocket(WebSocket):
     greenlet emits it (a room broadcast writes to every member without switching greenlets);
     what the kernel does not take waits, in order, in a backlog flushed by a greenlet that exists
     only while there is one. A peer whose backlog passes NEXUS_MAX_BACKLOG_BYTES is disconnected.
+    While the reader hands a message over it corks the connection (`cork`): what the handlers
+    write to it (an ack, then an event) goes out in one send once the message is handled; writes
+    from other greenlets meanwhile go out at once, after what the cork held.
     """
 
     __slots__ = ("max_message_bytes", "max_backlog_bytes", "frame_rate", "frame_burst", "_message_bytes",
                  "_socket", "_raw", "_backlog", "_backlog_bytes", "_flusher", "_rbuf", "_tokens", "_refilled",
-                 "_turn")
+                 "_turn", "_watcher", "_consumer", "_cork", "_corker", "_pool", "_peer_address", "counted_address")
+
+    #: Read by OpenConnections.begin_drain: a WebSocket never waits for an HTTP request.
+    waiting_for_request = False
 
     def __init__(self, environ: Any, stream: Any, handler: Any):
         super().__init__(environ, stream, handler)
+        self.utf8validator = None  # text is checked by the strict decode that makes it a str
         limits = edge_limits(handler)
         self.max_message_bytes = limits.max_message_bytes
         self.max_backlog_bytes = limits.max_backlog_bytes
@@ -172,10 +197,19 @@ class LimitedWebSocket(WebSocket):
         self._turn = FRAMES_PER_TURN
         self._message_bytes = 0
         self._socket = handler.socket  # gevent's socket: blocking sends park only the calling greenlet
-        self._raw = getattr(handler.socket, "_sock", None)  # the non-blocking OS socket beneath it
+        # The non-blocking OS socket beneath gevent's, written to directly; never beneath TLS (gevent's
+        # SSLSocket is a subclass holding the TCP socket there): TLS records go through the flusher.
+        self._raw = handler.socket._sock if type(handler.socket) is _GeventSocket else None
         self._backlog: deque[Any] | None = None  # made when the kernel first refuses a write
         self._backlog_bytes = 0
         self._flusher: Any = None
+        self._watcher: Any = None  # the event loop's read watcher, once watched
+        self._consumer: Any = None  # what watched reading hands messages to
+        self._cork: list[bytes] | None = None
+        self._corker: Any = None
+        self._pool: Any = None
+        self._peer_address: str | None = None
+        self.counted_address: str | None = None  # the address OpenConnections counts it against, once watched
         self._rbuf = bytearray(self._take_over_reading(handler))
         self.raw_read = stream.read = None  # bound to the released buffer; frames come from _fill
 
@@ -212,11 +246,37 @@ class LimitedWebSocket(WebSocket):
         """The read buffer, holding at least `size` bytes (blocking this greenlet until they came)."""
         buffer = self._rbuf
         while len(buffer) < size:
-            chunk = self._socket.recv(max(65536, size - len(buffer)))
+            wanted = max(65536, size - len(buffer))
+            chunk = self._socket.recv(wanted) if self._socket is not None else self._recv_when_readable(wanted)
             if not chunk:
                 raise WebSocketError("Unexpected EOF")
             buffer += chunk
         return buffer
+
+    def _recv_when_readable(self, size: int) -> bytes:
+        """A read from a watched socket, waiting on its watcher while nothing is there."""
+        raw = self._raw
+        while True:
+            try:
+                return raw.recv(size)
+            except BlockingIOError:
+                watcher = self._watcher
+                if watcher is None:
+                    raise WebSocketError("Socket is dead") from None
+                gevent.get_hub().wait(watcher)
+
+    def _pull(self) -> bool:
+        """Whether bytes wait on a watched socket (what is there is read into the buffer, without
+        blocking). The end of the stream or an error counts: the next read reports it."""
+        try:
+            chunk = self._raw.recv(65536)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        if chunk:
+            self._rbuf += chunk
+        return True
 
     def _count_frame(self, length: int) -> None:
         """Take a frame from the connection's budget, and from its turn (a long frame takes one
@@ -282,8 +342,205 @@ class LimitedWebSocket(WebSocket):
             self._end_turn()
         return header, unmask(payload, header.mask)
 
-    def validate_utf8(self, payload: Any) -> None:
-        """Text is validated once, whole, by the strict decode that turns it into a str."""
+    def read_message(self) -> Any:
+        """The next text (a str) or binary (bytes) message; None once a close frame came.
+        Pings are answered and pongs skipped on the way."""
+        opcode = 0
+        parts: list[bytes] = []
+        while True:
+            header, payload = self.read_frame()
+            kind = header.opcode
+            if kind in (self.OPCODE_TEXT, self.OPCODE_BINARY):
+                if opcode:
+                    raise ProtocolError("a new message began inside a fragmented one")
+                opcode = kind
+            elif kind == self.OPCODE_CONTINUATION:
+                if not opcode:
+                    raise ProtocolError("a continuation frame outside a message")
+            elif kind == self.OPCODE_PING:
+                self.handle_ping(header, payload)
+                continue
+            elif kind == self.OPCODE_PONG:
+                continue
+            elif kind == self.OPCODE_CLOSE:
+                self.handle_close(header, payload)
+                return None
+            else:
+                raise ProtocolError(f"unknown opcode {kind:#x}")
+            parts.append(payload)
+            if header.fin:
+                break
+        message = parts[0] if len(parts) == 1 else b"".join(parts)
+        if opcode == self.OPCODE_TEXT:
+            try:
+                return message.decode("utf-8")
+            except UnicodeDecodeError:
+                raise UnicodeError("text message that is not UTF-8") from None
+        return message
+
+    def receive(self) -> Any:
+        """The next message; None once the connection is over (closed by either side, or closed
+        here because the client broke a limit or the protocol)."""
+        if self.closed:
+            return None
+        try:
+            return self.read_message()
+        except MessageTooBig as exc:
+            CLIENT_MISTAKES.report(server_log, "message_too_big", f"closed a WebSocket: {exc}")
+            self.close(CLOSE_TOO_BIG, b"message too big")
+        except FrameBudgetExceeded as exc:
+            CLIENT_MISTAKES.report(server_log, "websocket_flood",
+                                   f"closed a WebSocket from {self._peer()} that sent frames too fast ({exc})")
+            self.close(CLOSE_POLICY_VIOLATION, b"too many frames")
+        except UnicodeError:
+            self.close(1007)
+        except ProtocolError as exc:
+            CLIENT_MISTAKES.report(server_log, "websocket_protocol_error",
+                                   f"closed a WebSocket from {self._peer()} with {CLOSE_PROTOCOL_ERROR}: {exc}")
+            self.close(CLOSE_PROTOCOL_ERROR)
+        except OSError:  # the end of the stream, a reset, a socket closed under the reader
+            self.close()
+        return None
+
+    def _peer(self) -> str:
+        if self._peer_address is not None:
+            return self._peer_address
+        environ = self.environ or {}
+        return str(environ.get("REMOTE_ADDR") or "an unknown address")
+
+    # -- watched reading --------------------------------------------------------------
+
+    def watch(self, consumer: Any) -> bool:
+        """Let the event loop watch this connection from now on, and hand every message that
+        arrives to `consumer.received(message)` (which returns False once the session is over);
+        `consumer.lost()` is called once when the connection ends, before its socket is closed.
+
+        The socket leaves the HTTP handler, which then returns without closing it (the server's
+        connection count, OpenConnections and a ConnectionPool, keep counting it). False, with
+        nothing changed, for a connection the loop cannot watch: its caller reads it instead."""
+        handler = self.handler
+        sock = getattr(handler, "socket", None)
+        wsgi_input = getattr(handler, "wsgi_input", None)
+        if (self.closed or type(sock) is not _GeventSocket or self._backlog or self._flusher is not None
+                or self._cork is not None or getattr(wsgi_input, "rfile", None) is not None):
+            return False  # TLS, a body still to read, or writes in flight on the handler's socket
+        self._peer_address = self._peer()
+        raw = _socket.socket(fileno=sock.detach())  # the server's socket object no longer closes it
+        raw.setblocking(False)
+        self._raw = raw
+        self._socket = None
+        handler.socket = None  # the handler neither drains nor closes it when it returns
+        self.handler = self.stream = self.environ = None
+        self._consumer = consumer
+        CONNECTIONS.hand_over(handler, self)
+        pool = getattr(getattr(handler, "server", None), "pool", None)
+        if isinstance(pool, ConnectionPool) and pool.hand_over(gevent.getcurrent()):
+            self._pool = pool
+        self._watcher = gevent.get_hub().loop.io(raw.fileno(), 1)
+        if self._rbuf:
+            gevent.spawn(self._read_ready)  # frames came with the last ones the handler read
+        else:
+            self._watcher.start(self._on_readable)
+        return True
+
+    def _on_readable(self) -> None:
+        """In the event loop: bytes (or the end) arrived on an idle watched connection."""
+        self._watcher.stop()  # one reader at a time: the watcher rests until it is done
+        gevent.spawn(self._read_ready)
+
+    def _read_ready(self) -> None:
+        """Read and hand over every message waiting, then rest (the watcher re-armed), or end the
+        connection if it is over."""
+        consumer = self._consumer
+        idle = False
+        lingered = False
+        try:
+            while consumer is not None and not self.closed:
+                if not self._rbuf and not self._pull():
+                    if lingered or not self._linger():
+                        idle = True
+                        break
+                    lingered = True  # if the wait brings no frame, the watcher has the connection
+                    continue
+                lingered = False
+                message = self.receive()
+                if message is None:
+                    break
+                self.cork()
+                try:
+                    going_on = consumer.received(message)
+                finally:
+                    self.uncork()
+                if not going_on:
+                    break
+        except Exception:
+            server_log.exception("reading a WebSocket failed; closing it")
+        finally:
+            watcher = self._watcher
+            if idle and watcher is not None:
+                watcher.start(self._on_readable)
+            else:
+                self._finish()
+
+    def _linger(self) -> bool:
+        """Wait up to READER_LINGER_S for bytes on the watched socket; whether they came (or the
+        connection ended: the next read says which)."""
+        watcher = self._watcher
+        if watcher is None:
+            return False
+        timeout = gevent.Timeout._start_new_or_dummy(READER_LINGER_S)
+        try:
+            gevent.get_hub().wait(watcher)
+            return True
+        except gevent.Timeout as exc:
+            if exc is not timeout:
+                raise
+            return False
+        finally:
+            timeout.close()
+
+    def _finish(self) -> None:
+        """A watched connection is over: its consumer hears of it, then the socket is closed and forgotten."""
+        watcher, self._watcher = self._watcher, None
+        if watcher is None:
+            return
+        watcher.stop()
+        watcher.close()
+        consumer, self._consumer = self._consumer, None
+        try:
+            if consumer is not None:
+                consumer.lost()
+        finally:
+            self.closed = True
+            self._cork = self._corker = None
+            flusher = self._flusher
+            if flusher is not None:
+                flusher.kill()  # its write watcher is closed before the socket is
+            raw = self._raw
+            try:
+                raw.recv(16384)  # what the client still sent: closing over unread bytes would reset
+            except OSError:
+                pass
+            raw.close()
+            CONNECTIONS.discard(self)
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                pool.handed_over_ended()
+
+    def cut(self, both_ways: bool = False) -> None:
+        """End this connection under its reader: its next read sees the end of the stream."""
+        try:
+            self._raw.shutdown(socket.SHUT_RDWR if both_ways else socket.SHUT_RD)
+        except (OSError, AttributeError):
+            pass
+
+    def stop_reading(self) -> None:
+        """Wake a reader still waiting on a connection that is over."""
+        self.cut()
+
+    def _abort(self) -> None:
+        # Shut the connection down under the reader, which then ends the session as a lost transport.
+        self.cut(both_ways=True)
 
     # -- writing ----------------------------------------------------------------------
 
@@ -296,8 +553,32 @@ class LimitedWebSocket(WebSocket):
             message = bytes(message or b"")
         self.write(frame_header(len(message), opcode) + message)
 
+    def cork(self) -> None:
+        """Hold what this greenlet writes to the connection until `uncork` (then one send for all
+        of it). What other greenlets write meanwhile goes out at once, after what is held."""
+        self._cork = []
+        self._corker = gevent.getcurrent()
+
+    def uncork(self) -> None:
+        """Write what the cork held, in one send."""
+        held = self._cork
+        self._cork = self._corker = None
+        if held:
+            try:
+                self.write(held[0] if len(held) == 1 else b"".join(held))
+            except WebSocketError:
+                pass  # the connection is gone: its reader sees the end and closes the session
+
     def write(self, data: bytes) -> None:
         """Write bytes (whole frames) in order, without blocking the caller."""
+        held = self._cork
+        if held is not None:
+            if gevent.getcurrent() is self._corker:
+                held.append(data)
+                return
+            if held:  # another greenlet writes: what is held goes first, in the same send
+                data = b"".join(held) + data
+                held.clear()
         if self._backlog:
             self._queue(data)
             return
@@ -310,6 +591,18 @@ class LimitedWebSocket(WebSocket):
         if sent < len(data):
             self._queue(memoryview(data)[sent:])
 
+    def _spill(self) -> None:
+        """Write what the cork holds now, the cork staying on."""
+        held = self._cork
+        if held:
+            data = b"".join(held)
+            held.clear()
+            self._cork = None
+            try:
+                self.write(data)
+            finally:
+                self._cork = held
+
     def _queue(self, data: Any) -> None:
         if self._backlog is None:
             self._backlog = deque()
@@ -319,57 +612,67 @@ class LimitedWebSocket(WebSocket):
             waiting = self._backlog_bytes
             self._backlog.clear()
             self._backlog_bytes = 0
-            server_log.warning("dropped a WebSocket whose client stopped reading (%d bytes waiting)", waiting)
+            log_event(server_log, "websocket_dropped", "dropped a WebSocket whose client stopped reading "
+                      "({waitingBytes} bytes waiting)", level=logging.WARNING, waitingBytes=waiting)
             self._abort()
             raise WebSocketError("Socket is dead")
         if self._flusher is None:
-            import gevent
-
             self._flusher = gevent.spawn(self._flush)
 
     def _flush(self) -> None:
+        watcher = None
         try:
             while self._backlog:
                 chunk = self._backlog[0]  # stays queued while it is written: later writes line up behind it
-                self._socket.sendall(chunk)
+                if self._socket is not None:
+                    self._socket.sendall(chunk)
+                else:  # a watched connection: its own write watcher, while there is a backlog
+                    try:
+                        sent = self._raw.send(chunk)
+                    except BlockingIOError:
+                        sent = 0
+                    if sent < len(chunk):
+                        self._backlog[0] = memoryview(chunk)[sent:]
+                        self._backlog_bytes -= sent
+                        if watcher is None:
+                            watcher = gevent.get_hub().loop.io(self._raw.fileno(), 2)
+                        gevent.get_hub().wait(watcher)
+                        continue
                 self._backlog.popleft()
                 self._backlog_bytes -= len(chunk)
-        except OSError:
-            self._backlog.clear()
+        except (OSError, ValueError):  # the connection is gone (a closed socket has no descriptor)
+            if self._backlog is not None:
+                self._backlog.clear()
             self._backlog_bytes = 0
         finally:
+            if watcher is not None:
+                watcher.close()
             self._flusher = None
             if not self._backlog:
                 self._backlog = None
 
     def flushed(self, timeout: float) -> bool:
         """Wait (at most `timeout` seconds) until everything written has been handed to the kernel."""
+        if self._cork and gevent.getcurrent() is self._corker:
+            try:
+                self._spill()
+            except WebSocketError:
+                return False
         flusher = self._flusher
         if flusher is not None:
             flusher.join(timeout)
         return not self._backlog
 
-    def stop_reading(self) -> None:
-        """Wake a reader still waiting on a connection that is over."""
-        try:
-            self._socket.shutdown(socket.SHUT_RD)
-        except OSError:
-            pass
-
-    def _abort(self) -> None:
-        # Shut the connection down under the reader, which then ends the session as a lost transport.
-        try:
-            self._socket.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
     def close(self, code: int = 1000, message: bytes = b"") -> None:
-        """Send a close frame that carries its status code (gevent-websocket's leaves it out), once."""
+        """Send a close frame that carries its status code (gevent-websocket's leaves it out), once
+        (after what the cork holds, in the same send)."""
         if self.closed:
             return
         try:
             reason = message.encode() if isinstance(message, str) else bytes(message or b"")
             self.send_frame(struct.pack("!H", code) + reason[:123], opcode=self.OPCODE_CLOSE)
+            if self._cork and gevent.getcurrent() is self._corker:
+                self._spill()
         except (WebSocketError, TypeError):
             pass  # the peer is gone; closing anyway
         finally:
@@ -378,32 +681,6 @@ class LimitedWebSocket(WebSocket):
             self.raw_write = None
             self.raw_read = None
             self.environ = None
-
-    def receive(self) -> Any:
-        try:
-            return super().receive()
-        except MessageTooBig as exc:
-            CLIENT_MISTAKES.report(server_log, "message_too_big", f"closed a WebSocket: {exc}")
-            self.close(CLOSE_TOO_BIG, b"message too big")
-            return None
-        except FrameBudgetExceeded as exc:
-            CLIENT_MISTAKES.report(server_log, "websocket_flood",
-                                   f"closed a WebSocket from {self._peer()} that sent frames too fast ({exc})")
-            self.close(CLOSE_POLICY_VIOLATION, b"too many frames")
-            return None
-
-    def _peer(self) -> str:
-        environ = self.environ or {}
-        return str(environ.get("REMOTE_ADDR") or "an unknown address")
-
-    # gevent-websocket's receive closes with 1002 on a ProtocolError, without saying why.
-    def read_message(self) -> Any:
-        try:
-            return super().read_message()
-        except ProtocolError as exc:
-            CLIENT_MISTAKES.report(server_log, "websocket_protocol_error",
-                                   f"closed a WebSocket from {self._peer()} with {CLOSE_PROTOCOL_ERROR}: {exc}")
-            raise
 
 
 # gevent-websocket's handler builds its WebSocket by this module-level name; Nexus's servers
@@ -436,8 +713,10 @@ class OpenConnections:
 
     A connection *waits* while its handler reads a request: a kept-alive connection between two
     requests, or one whose request has not fully arrived. Otherwise the application has it (a
-    REST call, a long-polling GET, a WebSocket). Once draining, every response says
-    `Connection: close` and no connection waits for another request.
+    REST call, a long-polling GET, a WebSocket). A WebSocket the event loop watches has left its
+    handler: it is known by itself from then on (`hand_over`), never waits, and is cut like the
+    others. Once draining, every response says `Connection: close` and no connection waits for
+    another request.
     """
 
     def __init__(self) -> None:
@@ -454,6 +733,16 @@ class OpenConnections:
     def discard(self, handler: Any) -> None:
         self._handlers.discard(handler)
         self._release(handler)
+
+    def hand_over(self, handler: Any, connection: Any) -> None:
+        """`handler`'s connection lives on without it (a WebSocket the event loop watches): known
+        as `connection` from now on, counted against the same address. `connection` has
+        `waiting_for_request` (False), `counted_address` and `cut(both_ways)`, and is discarded
+        when it ends."""
+        self._handlers.discard(handler)
+        self._handlers.add(connection)
+        connection.counted_address = getattr(handler, "counted_address", None)
+        handler.counted_address = None
 
     def held_by(self, address: str) -> int:
         """How many connections `address` holds."""
@@ -540,7 +829,8 @@ _TOO_MANY_CONNECTIONS = _canned("429 Too Many Requests", b"Too many connections 
 
 class NexusHandler(WebSocketHandler):
     """gevent-websocket's handler, logging through `nexus.access` with tokens scrubbed, and known
-    to CONNECTIONS for as long as its connection is open.
+    to CONNECTIONS for as long as it serves its connection (a WebSocket the event loop goes on
+    watching once the handler returns is known to CONNECTIONS by itself).
 
     At the edge: a request's line and headers must arrive within NEXUS_HEADER_TIMEOUT_S (counted
     from the connection's accept for its first request, from the first byte for later ones), a
@@ -687,6 +977,11 @@ class NexusHandler(WebSocketHandler):
             # The client (a load balancer's connection pool) must not send another request here.
             if not any(name.lower() == "connection" for name, _ in headers):
                 headers = [*headers, ("Connection", "close")]
+        if status.startswith("101"):  # answered before the application (and its access line) runs
+            environ = self.environ
+            given = environ.get(access.ENVIRON_KEY) or access.request_id(environ.get("HTTP_X_REQUEST_ID"))
+            environ[access.ENVIRON_KEY] = given
+            headers = [*headers, ("X-Request-ID", given)]
         return super().start_response(status, headers, exc_info)
 
     def upgrade_websocket(self) -> Any:
@@ -707,7 +1002,8 @@ class NexusHandler(WebSocketHandler):
         allowed = extensions.get("nexus.origin_allowed")
         origin = environ.get("HTTP_ORIGIN")
         if allowed is not None and origin is not None and not allowed(origin, environ):
-            server_log.warning("refused a WebSocket from origin %r", origin[:200])
+            server_log.warning("refused a WebSocket from origin %r", origin[:200],
+                               extra={"event": "client_error", "fields": {"kind": "origin_refused", "origin": origin[:200]}})
             return self._refuse("403 Forbidden", "Origin not allowed")
         # Engine.IO's own refusals (version, transport, session) are HTTP answers too, not a 101
         # followed by a close.
@@ -718,6 +1014,21 @@ class NexusHandler(WebSocketHandler):
                 self.close_connection = True  # what the client sends next may be frames
                 return answer
         return super().upgrade_websocket()
+
+    def run_websocket(self) -> None:
+        """Run the application on an upgraded connection. gevent-websocket's also lists every
+        WebSocket in `server.clients` (nobody reads it) and closes the WebSocket when the
+        application returns; a WebSocket the event loop now watches (LimitedWebSocket.watch)
+        stays open, and is closed when its session ends."""
+        ws = self.websocket
+        try:
+            for _ in self.application(self.environ, lambda status, headers, exc_info=None: []):
+                pass
+        finally:
+            if not ws.closed and ws.handler is self:
+                ws.close()
+            self.environ["wsgi.websocket"] = None
+            self.websocket = None
 
     def _upgrade_refusal(self, environ: dict[str, Any]) -> tuple[str, str, list[tuple[str, str]]] | None:
         """Why an upgrade request cannot be accepted (status, reason, headers); None if it can."""
@@ -755,7 +1066,8 @@ class NexusHandler(WebSocketHandler):
         # loop as a ValueError; that is the client's fault: one line, no traceback.
         upgraded = self.environ and self.environ.get("HTTP_UPGRADE", "").lower() == "websocket"
         if upgraded and isinstance(value, ValueError):
-            server_log.warning("closed a WebSocket that sent a malformed frame (%s)", type_.__name__)
+            log_event(server_log, "websocket_malformed_frame", "closed a WebSocket that sent a malformed frame ({error})",
+                      level=logging.WARNING, error=type_.__name__)
             self.close_connection = True
             return
         super().handle_error(type_, value, tb)
@@ -790,9 +1102,70 @@ def make_server(app: Any, host: str, port: int) -> pywsgi.WSGIServer:
     )
 
 
+class ConnectionPool(Pool):
+    """gevent's Pool of a server's connection greenlets, where a connection whose greenlet handed
+    it over to the event loop (a watched WebSocket, LimitedWebSocket.watch) keeps its slot until it
+    ends: `size` bounds the connections served, idle WebSockets included, as it did when each
+    one kept its greenlet. The server stops accepting while the pool is full, and starts again
+    when a slot frees (either kind)."""
+
+    def __init__(self, size: int | None = None):
+        super().__init__(size)
+        self.handed_over = 0  # connections that left their greenlet and hold a slot
+        self._leaving: set[Any] = set()  # greenlets whose slot passes to their connection
+
+    def hand_over(self, greenlet: Any) -> bool:
+        """`greenlet` (one of the pool's) leaves its connection to the event loop: the slot stays
+        taken when it ends, until `handed_over_ended`. False for a greenlet not in the pool."""
+        if greenlet not in self.greenlets:
+            return False
+        self._leaving.add(greenlet)
+        return True
+
+    def handed_over_ended(self) -> None:
+        """A connection handed over has ended: its slot is free."""
+        self.handed_over -= 1
+        self._semaphore.release()
+
+    def _discard(self, greenlet: Any) -> None:
+        if greenlet in self._leaving:
+            self._leaving.discard(greenlet)
+            Group._discard(self, greenlet)  # no longer a member; the semaphore stays taken, by the connection
+            self.handed_over += 1
+            return
+        super()._discard(greenlet)
+
+    def free_count(self) -> int:
+        if self.size is None:
+            return 1
+        return max(0, self.size - len(self) - self.handed_over)
+
+    def full(self) -> bool:
+        return self.free_count() <= 0
+
+
 #: How long before the end of NEXUS_SHUTDOWN_GRACE_S the worker cuts the connections still open,
 #: so that it has exited when the grace is over.
 FORCE_BEFORE_END_S = 0.5
+
+
+class NexusWSGIServer(PyWSGIServer):
+    """gunicorn's gevent WSGI server, where a TLS handshake that fails (a port scanner, a load
+    balancer's TCP health check, a client that does not trust the certificate) is a client mistake,
+    counted and logged as one line now and then, not a traceback for every connection."""
+
+    def wrap_socket_and_handle(self, client_socket: Any, address: Any) -> Any:
+        try:
+            tls_socket = self.wrap_socket(client_socket, **self.ssl_args)
+        except (ssl.SSLError, OSError) as exc:
+            peer = address[0] if isinstance(address, tuple) and address else "an unknown address"
+            CLIENT_MISTAKES.report(server_log, "tls_handshake_failed", f"a TLS handshake from {peer} failed: {exc}")
+            client_socket.close()
+            return None
+        try:
+            return self.handle(tls_socket, address)
+        finally:
+            tls_socket.close()
 
 
 class GunicornWorker(GeventWebSocketWorker):
@@ -802,11 +1175,13 @@ class GunicornWorker(GeventWebSocketWorker):
     kept-alive connections and every engine.io session, waits for the requests still running,
     and, shortly before NEXUS_SHUTDOWN_GRACE_S is over, cuts whatever clients still hold open (a
     WebSocket that never answers the close, a request that never finishes arriving) and ends its
-    handlers. The worker has exited by the end of the grace, whatever clients do, so gunicorn's
+    handlers. Its pool (ConnectionPool, worker_connections) counts the WebSockets the event loop
+    watches as well as the connections that have a greenlet. The worker has exited by the end of the grace, whatever clients do, so gunicorn's
     master (whose graceful_timeout is longer, nexus.gunicorn_conf) never has to kill it.
     """
 
     wsgi_handler = NexusHandler
+    server_class = NexusWSGIServer
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -820,7 +1195,6 @@ class GunicornWorker(GeventWebSocketWorker):
         # its wait of graceful_timeout, polled once a second, before it kills.
         import gevent
         from gevent.event import Event
-        from gevent.pool import Pool
         from gunicorn.http.wsgi import base_environ
         from gunicorn.sock import ssl_context
         from gunicorn.workers.ggevent import VERSION
@@ -831,7 +1205,7 @@ class GunicornWorker(GeventWebSocketWorker):
             listener.setblocking(1)
             environ = base_environ(self.cfg)
             environ.update({"wsgi.multithread": True, "SERVER_SOFTWARE": VERSION})
-            server = self.server_class(listener, application=self.wsgi, spawn=Pool(self.worker_connections),
+            server = self.server_class(listener, application=self.wsgi, spawn=ConnectionPool(self.worker_connections),
                                        log=self.log, handler_class=self.wsgi_handler, environ=environ, **ssl_args)
             server.start()
             self._servers.append(server)
@@ -871,18 +1245,23 @@ class GunicornWorker(GeventWebSocketWorker):
         else:
             CONNECTIONS.begin_drain()
         pools = [server.pool for server in self._servers if server.pool is not None]
-        while any(len(pool) for pool in pools) and time.monotonic() < deadline:
+
+        def still_open() -> int:  # connections with a greenlet, and WebSockets the event loop watches
+            return sum(len(pool) + getattr(pool, "handed_over", 0) for pool in pools)
+
+        while still_open() and time.monotonic() < deadline:
             gevent.sleep(0.05)
-        if any(len(pool) for pool in pools):
+        if still_open():
             cut = CONNECTIONS.close_all()
             ended = time.monotonic() + 0.2
-            while any(len(pool) for pool in pools) and time.monotonic() < ended:
+            while still_open() and time.monotonic() < ended:
                 gevent.sleep(0.02)
             running = sum(len(pool) for pool in pools)
             for pool in pools:
                 pool.kill(block=True, timeout=0.2)
             server_log.warning("end of the shutdown grace: cut %d connection(s) clients still held open, "
                                "ended %d handler(s) still running", cut, running)
-        server_log.info("worker stopped %.2fs after SIGTERM", time.monotonic() - started)
+        log_event(server_log, "worker_stopped", "worker stopped {seconds:.2f}s after SIGTERM",
+                  seconds=round(time.monotonic() - started, 3))
         if self._stopped is not None:
             self._stopped.set()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
+import io
 import logging
 import time
 from collections import deque
@@ -57,6 +58,29 @@ _MESSAGES = {
 }
 TRANSPORTS = ("polling", "websocket")
 _NOOP = eio_packet.Packet(eio_packet.NOOP)
+
+#: What a session keeps of its handshake's WSGI environ, which python-socketio holds for the
+#: session's life and Flask-SocketIO builds the connect and disconnect handlers' request from:
+#: what WSGI and Flask need for a request, the client's address and query string, and the headers
+#: Nexus reads (origin, user agent, a proxy's forwarding headers). The rest (the server's socket
+#: and streams, cookies, the upgrade's own headers) is left to the request that brought it.
+KEPT_ENVIRON = frozenset({
+    "REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "SERVER_NAME", "SERVER_PORT",
+    "SERVER_PROTOCOL", "REMOTE_ADDR", "REMOTE_PORT",
+    "wsgi.version", "wsgi.url_scheme", "wsgi.errors", "wsgi.multithread", "wsgi.multiprocess", "wsgi.run_once",
+    "HTTP_HOST", "HTTP_ORIGIN", "HTTP_USER_AGENT", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO",
+    "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PORT", "HTTP_X_FORWARDED_PREFIX", "HTTP_X_REAL_IP",
+    "werkzeug.proxy_fix.orig",
+})
+_NO_BODY = io.BytesIO(b"")
+
+
+def kept_environ(environ: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """The part of a handshake's environ a session keeps (KEPT_ENVIRON), with `extra` added."""
+    kept = {key: environ[key] for key in KEPT_ENVIRON.intersection(environ)}
+    kept["wsgi.input"] = _NO_BODY  # a request built from it reads no body
+    kept.update(extra)
+    return kept
 
 
 class PacketError(ValueError):
@@ -123,6 +147,9 @@ class EngineSession:
         self.upgraded = False
         self.closing = False
         self.closed = False
+        #: Its PONG came too late: over for every request from now on, before the close (which
+        #: runs the application's disconnect handlers, in a greenlet of its own) has run.
+        self.timed_out = False
         self.heartbeat = 0  # the Pinger's generation counter
         self.awaiting_pong = False
         self.outbox: Outbox | None = Outbox()
@@ -368,7 +395,9 @@ class EngineFront:
     def _open_session(self, sid: str) -> EngineSession | None:
         """The session `sid` names, unless it is unknown or closed."""
         session = self.engine.sessions().get(sid)
-        return session if isinstance(session, EngineSession) and not session.closed else None
+        if isinstance(session, EngineSession) and not session.closed and not session.timed_out:
+            return session
+        return None
 
     def _check_transport(self, query: dict[str, list[str]], *, websocket: bool) -> None:
         """Refuse a request whose transport is unknown or does not match how it came (an upgrade
@@ -436,10 +465,10 @@ class EngineFront:
         }))
         connect = self.engine.handler("connect")
         # The application keeps the handshake's environ for the session's life (Flask-SocketIO
-        # finds its app there, under 'flask.app'): a copy, as Flask-SocketIO's middleware makes.
-        environ = {**environ, **self.environ_extra}
+        # finds its app there, under 'flask.app'): a copy of what a session needs of it.
+        kept = kept_environ(environ, self.environ_extra)
         try:
-            accepted = connect(sid, environ) if connect is not None else None
+            accepted = connect(sid, kept) if connect is not None else None
         except Exception:
             log.exception("connect handler error")
             accepted = False
@@ -530,7 +559,7 @@ class EngineFront:
         """One line per packet, as python-engineio's debugging writes them."""
         code = str(kind)
         names = eio_packet.packet_names
-        name = names[int(code)] if code.isdigit() and int(code) < len(names) else "BINARY" if code == "b" else "UNKNOWN"
+        name = names[int(code)] if code.isascii() and code.isdigit() and int(code) < len(names) else "BINARY" if code == "b" else "UNKNOWN"
         shown = "<binary>" if isinstance(data, (bytes, bytearray)) else data
         self.trace_log.info("%s: %s packet %s data %s", sid, direction, name, str(shown)[:1000])
 

@@ -1,10 +1,14 @@
 """Engine.IO's WebSocket transport and the shared heartbeat, as Nexus runs them.
 
-Each WebSocket session keeps one greenlet, its reader:
-
+- Once a session is on its WebSocket, the greenlet of the HTTP request that opened it returns:
+  the event loop watches the socket, and a greenlet exists only while frames are being read and
+  handled (nexus.server.LimitedWebSocket.watch); the session's `DirectOutput` is what the reader
+  hands each message to, and hears when the connection ends. A socket the loop cannot watch
+  (TLS) keeps that greenlet, reading;
 - packets are written straight to the socket by whoever sends them, through the session's
   `DirectOutput`, and a packet's WebSocket frame is built once however many sockets it goes to
-  (python-socketio hands the same packet object to every member of a room);
+  (python-socketio hands the same packet object to every member of a room); what the handlers of
+  one message write to its own socket goes out in one send;
 - one `Pinger` per server sends Engine.IO's PING to every session (WebSocket and long-polling)
   when it is due and closes a session whose PONG has not come within pingTimeout, from one
   greenlet that sleeps until the next deadline.
@@ -53,10 +57,15 @@ def frame_of(pkt: Any) -> bytes:
 
 
 class DirectOutput:
-    """A session's output once it is on WebSocket: `put` writes the packet's frame."""
+    """A session's output once it is on WebSocket: `put` writes the packet's frame. It is also
+    what the WebSocket's reader hands the client's messages to (`received`), and tells when the
+    connection is over (`lost`)."""
 
-    def __init__(self, ws: Any):
+    __slots__ = ("ws", "session", "closed")
+
+    def __init__(self, ws: Any, session: Any = None):
         self.ws = ws
+        self.session = session
         self.closed = False
 
     def put(self, pkt: Any, block: bool = True, timeout: float | None = None) -> None:
@@ -69,6 +78,29 @@ class DirectOutput:
             self.ws.write(frame_of(pkt))
         except WebSocketError:
             self.closed = True  # the reader sees the connection end and closes the session
+
+    def received(self, data: Any) -> bool:
+        """Handle one message from the client; False once the session is over (the reader stops)."""
+        session = self.session
+        if self.closed or session is None:
+            return False
+        if len(data) > session.max_payload:
+            log.info("WebSocket ended (a packet larger than maxPayload)")
+            return False
+        try:
+            session.receive(data)
+        except ValueError as exc:  # not an Engine.IO packet: that session ends
+            log.warning("closed a WebSocket that sent a malformed packet (%s)", exc)
+            self.close(PROTOCOL_ERROR)
+            return False
+        return not self.closed
+
+    def lost(self) -> None:
+        """The connection is over (either side ended it): so is the session."""
+        self.close()
+        session = self.session
+        if session is not None:
+            session.close(wait=False, abort=True, reason=session.server.reason.TRANSPORT_CLOSE)
 
     def close(self, code: int = 1000) -> None:
         if not self.closed:
@@ -177,6 +209,7 @@ class Pinger:
             self._push(session, self.timeout_s, self.TIMEOUT)
         else:
             self.stop(session)
+            session.timed_out = True  # a request arriving before the close has run is refused now
             self.spawn(session.close, wait=False, abort=False, reason=self.timeout_reason)
 
 
@@ -184,6 +217,8 @@ def run_websocket(session: Any, ws: Any) -> None:
     """Serve one Engine.IO session over a WebSocket until either side ends it.
 
     A session that is already open on long-polling is upgraded first (`2probe`, `3probe`, `5`).
+    Then the event loop watches the connection and this returns; a connection it cannot watch is
+    read here until it ends.
     """
     limit = session.max_payload
 
@@ -194,36 +229,35 @@ def run_websocket(session: Any, ws: Any) -> None:
         return data
 
     # No socket timeout (gevent would arm a timer for every read): a peer that went silent is found
-    # by the Pinger's timeout, which closes the session; DirectOutput.close then ends this reader.
+    # by the Pinger's timeout, which closes the session; DirectOutput.close then ends the reader.
+    output = DirectOutput(ws, session)
     if session.connected:
-        if not _upgrade(session, ws, receive):
+        if not _upgrade(session, ws, receive, output):
             return
     else:
-        session.attach(DirectOutput(ws))
+        session.attach(output)
+    if ws.watch(output):
+        return
 
-    output = session.output
     try:
         while not output.closed:
-            try:
-                data = receive()
-            except Exception as exc:
-                if not session.closed:
-                    log.info("WebSocket ended (%s)", type(exc).__name__)
-                break
+            data = ws.receive()
             if data is None:
                 break
+            ws.cork()
             try:
-                session.receive(data)
-            except ValueError as exc:  # not an Engine.IO packet: that session ends
-                log.warning("closed a WebSocket that sent a malformed packet (%s)", exc)
-                output.close(PROTOCOL_ERROR)
+                going_on = output.received(data)
+            finally:
+                ws.uncork()
+            if not going_on:
                 break
+    except Exception:
+        log.exception("reading a WebSocket failed; closing it")
     finally:
-        output.close()
-        session.close(wait=False, abort=True, reason=session.server.reason.TRANSPORT_CLOSE)
+        output.lost()
 
 
-def _upgrade(session: Any, ws: Any, receive: Callable[[], Any]) -> bool:
+def _upgrade(session: Any, ws: Any, receive: Callable[[], Any], output: DirectOutput) -> bool:
     """The probe exchange that moves a long-polling session onto this WebSocket; False if it failed."""
     if not session.begin_upgrade():
         log.info("refused a WebSocket for a session that is upgrading or upgraded already")
@@ -245,5 +279,5 @@ def _upgrade(session: Any, ws: Any, receive: Callable[[], Any]) -> bool:
     if session.closed:  # closed meanwhile (a ping timeout, the application): nothing to move over
         ws.close()
         return False
-    session.attach(DirectOutput(ws))
+    session.attach(output)
     return True

@@ -74,3 +74,24 @@ def test_the_reasons_python_socketio_passes_on_exist(eio):
 def test_polling_packets_encode_as_the_protocol_says(session):
     assert eio_packet.Packet(eio_packet.MESSAGE, b"\x01\x02\x03\x04").encode(b64=True) == "bAQIDBA=="
     assert eio_packet.Packet(eio_packet.OPEN, {"a": 1}).encode() == '0{"a":1}'
+
+
+def test_a_session_whose_pong_is_overdue_is_unknown_before_its_close_has_run(eio):
+    """The heartbeat's timeout hands the close (the application's disconnect handlers) to a greenlet
+    of its own; a request in between must already find the session gone (the protocol suites poll
+    right at interval + timeout), not be served by a session that is about to close."""
+    from nexus.protocol.websocket import Pinger
+
+    front = EngineFront(lambda environ, start_response: [], eio, "socket.io", ping_interval_ms=25000,
+                        ping_timeout_ms=20000, max_payload=1000, origin_allowed=None)
+    closes = []
+    front.pinger = Pinger(0.0, 0.0, eio.reason.PING_TIMEOUT, spawn=lambda *args, **kwargs: closes.append(args))
+    sid = front.engine.new_sid()
+    session = EngineSession(front, sid)
+    front.engine.sessions()[sid] = session
+    assert front._open_session(sid) is session
+    front.pinger._fire(session, Pinger.PING)  # the PING goes out; no PONG comes
+    assert front._open_session(sid) is session
+    front.pinger._fire(session, Pinger.TIMEOUT)
+    assert closes and not session.closed  # the close has not run yet ...
+    assert front._open_session(sid) is None  # ... and the session is over for every request already
