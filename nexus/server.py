@@ -53,6 +53,10 @@ TURN_PAUSE_S = 0.0001
 #: (an ack, then its next event) finds the reader still there: a greenlet started and ended and the
 #: watcher stopped and started again for every frame cost more than the event itself.
 READER_LINGER_S = 0.05
+#: How long a watched WebSocket that is over may take to hand its last frames to the client (what
+#: waited behind a slow reader, then the close frame) and to read what the client still sends,
+#: before its socket is closed regardless (`LimitedWebSocket._close_gently`).
+CLOSE_FLUSH_S = 2.0
 
 
 class MessageTooBig(Exception):
@@ -513,19 +517,57 @@ class LimitedWebSocket(WebSocket):
         finally:
             self.closed = True
             self._cork = self._corker = None
-            flusher = self._flusher
-            if flusher is not None:
-                flusher.kill()  # its write watcher is closed before the socket is
             raw = self._raw
             try:
-                raw.recv(16384)  # what the client still sent: closing over unread bytes would reset
-            except OSError:
-                pass
-            raw.close()
+                self._close_gently(raw)
+            finally:
+                flusher = self._flusher
+                if flusher is not None:
+                    flusher.kill()  # its write watcher is closed before the socket is
+                raw.close()
             CONNECTIONS.discard(self)
             pool, self._pool = self._pool, None
             if pool is not None:
                 pool.handed_over_ended()
+
+    def _close_gently(self, raw: Any) -> None:
+        """Before a watched connection's socket closes: what still waits in the backlog (events a
+        slow reader had not taken yet, the DISCONNECT packet, the close frame) goes out, then the
+        end of the stream, while what the client still sends is read and dropped until it closes
+        its side. Closing over unread bytes would make the kernel reset the connection, and a reset
+        destroys what the client had received but not read yet. At most CLOSE_FLUSH_S; a connection
+        cut under its reader (a drain's end, a dropped slow reader) ends at once."""
+        deadline = time.monotonic() + CLOSE_FLUSH_S
+        dropping = gevent.spawn(self._drop_incoming, raw)
+        try:
+            flusher = self._flusher
+            if flusher is not None:
+                flusher.join(CLOSE_FLUSH_S)
+            if self._backlog:
+                return  # not taken in time: closed as it is
+            try:
+                raw.shutdown(socket.SHUT_WR)
+            except OSError:
+                return
+            dropping.join(max(0.0, deadline - time.monotonic()))
+        finally:
+            dropping.kill()
+
+    @staticmethod
+    def _drop_incoming(raw: Any) -> None:
+        """Read and drop what arrives on `raw` until the client closes its side (or it fails)."""
+        watcher = gevent.get_hub().loop.io(raw.fileno(), 1)
+        try:
+            while True:
+                try:
+                    if not raw.recv(65536):
+                        return
+                except BlockingIOError:
+                    gevent.get_hub().wait(watcher)
+                except OSError:
+                    return
+        finally:
+            watcher.close()
 
     def cut(self, both_ways: bool = False) -> None:
         """End this connection under its reader: its next read sees the end of the stream."""

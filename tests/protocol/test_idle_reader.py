@@ -15,6 +15,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 from typing import Callable
 
@@ -102,9 +103,13 @@ def quiet_counts(server) -> dict[str, int]:
 class Raw:
     """A raw client socket through the WebSocket upgrade: masked frames out, server frames in."""
 
-    def __init__(self, server, query: str = ""):
+    def __init__(self, server, query: str = "", receive_buffer: int | None = None):
         host, port = server.url.removeprefix("http://").split(":")
-        self.sock = socket.create_connection((host, int(port)), timeout=WAIT)
+        self.sock = socket.socket()
+        if receive_buffer is not None:  # before connecting: the window it announces follows it
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.settimeout(WAIT)
+        self.sock.connect((host, int(port)))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall((f"GET /socket.io/?EIO=4&transport=websocket{query} HTTP/1.1\r\nHost: x\r\n"
@@ -191,9 +196,9 @@ class Raw:
         self.sock.close()
 
 
-def connected(server) -> Raw:
+def connected(server, receive_buffer: int | None = None) -> Raw:
     """A raw WebSocket that opened Engine.IO and joined "/" as a guest, past its welcome."""
-    raw = Raw(server)
+    raw = Raw(server, receive_buffer=receive_buffer)
     assert raw.expect(lambda text: text.startswith("0{")).startswith("0{")
     raw.send("40")
     assert raw.expect(lambda text: text.startswith(("40", "44"))).startswith("40{")
@@ -411,6 +416,43 @@ def test_connections_that_end_leave_no_greenlet_watcher_or_descriptor(server):
                     and now["sessions"] == before["sessions"] and now["readers"] == 0
                     and now["fds"] <= before["fds"] and now["watchers"] <= before["watchers"])
     assert after["greenlets"] - before["greenlets"] <= SLACK, (before, after)
+
+
+def test_a_client_that_reads_late_still_gets_all_that_was_sent_before_the_server_closed(server):
+    # A small receive window and nothing read while the client's Engine.IO close packet ends the
+    # session, and more frames behind it that the server will not handle: the answers sent before
+    # the end, then the close frame and the end of the stream, still reach the client. Closing over
+    # the unread frames would reset the connection, and the reset would destroy the answers the
+    # client had not read yet.
+    raw = connected(server, receive_buffer=4096)
+    pings = 2000
+    raw.sock.sendall(b"".join(frame(0x1, f'42{n}["ping"]'.encode()) for n in range(pings)) + frame(0x1, b"1"))
+
+    def more() -> None:  # until the server's end of the stream tells the client to stop
+        try:
+            for n in range(pings, pings + 100):
+                raw.sock.sendall(frame(0x1, f'42{n}["ping",{{"pad":"{"x" * 8000}"}}]'.encode()))
+        except OSError:
+            pass
+
+    sending = threading.Thread(target=more, daemon=True)
+    sending.start()
+    acks, closing = set(), None
+    raw.sock.settimeout(WAIT)
+    while True:
+        chunk = raw.sock.recv(1 << 16)  # a reset (ConnectionResetError) fails the test
+        if not chunk:
+            break
+        raw.buffer += chunk
+        for opcode, payload in raw.frames():
+            if opcode == 0x8:
+                closing = payload
+            elif opcode == 0x1 and payload.startswith(b"43"):
+                acks.add(int(payload[2:payload.index(b"[")]))
+    sending.join(WAIT)
+    raw.close()
+    assert len(acks) == pings
+    assert closing is not None and struct.unpack("!H", closing[:2])[0] == 1000
 
 
 @pytest.mark.live
