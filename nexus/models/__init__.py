@@ -1,5 +1,5 @@
 """The persistent model: one module per aggregate."""
-from nexus.models._types import isoformat, utcnow
+from nexus.models._types import iso_from_epoch_ms, isoformat, utcnow
 from nexus.models.actions import UserAction
 from nexus.models.broadcasts import BROADCAST_KINDS, Broadcast
 from nexus.models.messages import MESSAGE_TYPES, Message
@@ -24,6 +24,7 @@ __all__ = [
     "RoomMembership",
     "User",
     "UserAction",
+    "iso_from_epoch_ms",
     "isoformat",
     "utcnow",
 ]

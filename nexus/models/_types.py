@@ -1,6 +1,7 @@
 """Column helpers shared by the models."""
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 
 from sqlalchemy import DateTime, TypeDecorator
@@ -37,3 +38,18 @@ def isoformat(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_second_text: tuple[int, str] = (-1, "")
+
+
+def iso_from_epoch_ms(epoch_ms: int) -> str:
+    """`isoformat` of a time given in epoch milliseconds, for the clock a `ping` reports: the
+    date and time of the second are formatted once per second, not once per call."""
+    global _second_text
+    second, millis = divmod(epoch_ms, 1000)
+    cached, text = _second_text
+    if cached != second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second_text = (second, text)
+    return f"{text}.{millis:03d}Z"

@@ -19,12 +19,18 @@ from __future__ import annotations
 
 import collections
 import logging
+import re
+import threading
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from engineio import packet as eio_packet
 from socketio import packet as socketio_packet
+
+from nexus.logs import log_event
+from nexus.realtime import jsonenc
 
 
 log = logging.getLogger("nexus.realtime")
@@ -36,6 +42,9 @@ INVALID_NAMESPACE = {"message": "Invalid namespace"}
 _COUNT_DIGITS = 6
 #: How long a connection closed for a violation has what it still sends dropped without a word.
 CLOSE_LINGER_S = 5.0
+#: The head of a text EVENT packet: type 2, an optional namespace up to its comma, an optional ack id
+#: (python-socketio reads at most 100 digits; more is an error).
+_EVENT_HEAD = re.compile(r"2(?:(/[^,]*),)?([0-9]{0,100})")
 
 binary_event_var: ContextVar[bool] = ContextVar("nexus_binary_event", default=False)
 #: Whether the event being handled came with an ack id (python-socketio does not tell handlers).
@@ -80,6 +89,9 @@ class Limits:
     max_attachments: int = 10
     max_payload: int = 1_000_000
     connect_timeout_s: float = 45.0
+    #: Namespace CONNECTs (and, separately, ends of connections) handled at once; the others wait
+    #: for a turn, in arrival order.
+    connects_in_flight: int = 32
 
 
 @dataclass
@@ -110,6 +122,14 @@ class PacketLayer:
         # so one attack writes one log line.
         self.closing: set[str] = set()
         self.deadlines = ConnectDeadlines(server, limits.connect_timeout_s)
+        # A CONNECT's work (token, presence, welcome, online list) comes in many short turns between
+        # database round trips: thousands at once (a reconnect storm) would put every open
+        # connection's events behind all of their turns. (threading's semaphore is gevent's once
+        # the server is monkey-patched, and a real one for the test client.)
+        self.connect_turns = threading.BoundedSemaphore(limits.connects_in_flight)
+        # Likewise for the ends of connections (presence, the namespaces' clean-up): thousands of
+        # clients gone at once (a network blip) take turns.
+        self.disconnect_turns = threading.BoundedSemaphore(limits.connects_in_flight)
 
     def install(self) -> None:
         """Put this layer's handlers in place of python-socketio's (and engine.io's table of them)."""
@@ -145,7 +165,8 @@ class PacketLayer:
         """An Engine.IO session ended: its unfinished binary packet and its deadline go with it."""
         self.pending.pop(eio_sid, None)
         self.deadlines.forget(eio_sid)
-        return self._eio_disconnect(eio_sid, *rest)
+        with self.disconnect_turns:
+            return self._eio_disconnect(eio_sid, *rest)
 
     # -- packets --------------------------------------------------------------------------
 
@@ -161,6 +182,8 @@ class PacketLayer:
                 raise ProtocolViolation("binary data without a binary packet announcing it")
             elif data[:1] in BINARY_PACKET_TYPES:
                 self._binary_packet(eio_sid, data)
+            elif data[:1] == "2":
+                self._event(eio_sid, data)
             else:
                 self._handle_message(eio_sid, data)
         except (ValueError, IndexError, TypeError, KeyError, AttributeError) as exc:
@@ -256,6 +279,16 @@ class PacketLayer:
             return
         if server.manager.sid_from_eio_sid(eio_sid, namespace) is not None:
             raise ProtocolViolation("CONNECT to a namespace the connection has joined already")
+        with self.connect_turns:
+            self._connect(eio_sid, namespace, data)
+
+    def _connect(self, eio_sid: str, namespace: str, data: Any) -> None:
+        server = self.server
+        sock = server.eio.sockets.get(eio_sid)
+        if sock is not None and sock.closed:
+            return  # gone while it waited for its turn
+        if server.manager.sid_from_eio_sid(eio_sid, namespace) is not None:  # joined while it waited
+            raise ProtocolViolation("CONNECT to a namespace the connection has joined already")
         self._handle_connect(eio_sid, namespace, data)
         sid = server.manager.sid_from_eio_sid(eio_sid, namespace)
         if sid is None or not server.manager.is_connected(sid, namespace):
@@ -266,7 +299,8 @@ class PacketLayer:
             try:
                 greet(sid, data)
             except Exception:  # a bug on the server's side, not the client's packet: the connection stands
-                log.exception("greeting a new connection failed ns=%s sid=%s", namespace, sid)
+                log_event(log, "greeting_failed", "greeting a new connection failed", level=logging.ERROR,
+                          exc_info=True, ns=namespace, sid=sid)
 
     def _known(self, namespace: str) -> bool:
         server = self.server
@@ -274,6 +308,56 @@ class PacketLayer:
                 or server.namespaces == "*" or namespace in server.namespaces)
 
     # -- events and acks -------------------------------------------------------------------
+
+    def _event(self, eio_sid: str, data: str) -> None:
+        """A text EVENT packet, the hot path: from the frame to the namespace's handler and from its
+        result to the ACK with one JSON decode and one encode, without python-socketio's packet
+        object, dispatch chain and per-event log call. Namespaces that are not Nexus's (they have
+        no `handle_event`) and events with a decorator handler go through python-socketio."""
+        head = _EVENT_HEAD.match(data)
+        if head is None:
+            raise ProtocolViolation("event without a name")  # "2/ns" with nothing after it
+        namespace, digits = head.group(1, 2)
+        namespace = namespace.partition("?")[0] if namespace else "/"
+        body = data[head.end():]
+        if body[:1].isdigit():
+            raise ProtocolViolation("ack id is too long")
+        args = jsonenc.loads(body) if body else None
+        ack_id = int(digits) if digits else None
+        server = self.server
+        manager = server.manager
+        sid = manager.sid_from_eio_sid(eio_sid, namespace)
+        if sid is None or not manager.is_connected(sid, namespace):
+            raise ProtocolViolation("event on a namespace the connection has not joined")
+        if type(args) is not list or not args:
+            raise ProtocolViolation("event without a name")
+        event = args[0]
+        handle = getattr(server.namespace_handlers.get(namespace), "handle_event", None)
+        decorated = server.handlers.get(namespace)
+        if handle is None or (decorated and event in decorated):
+            self._handle_event(eio_sid, namespace, ack_id, args)
+            return
+        token = ack_requested_var.set(ack_id is not None)
+        try:
+            result = handle(event, sid, args[1:])
+        finally:
+            ack_requested_var.reset(token)
+        if ack_id is not None:
+            self.send_ack(eio_sid, namespace, ack_id, result)
+
+    def send_ack(self, eio_sid: str, namespace: str, ack_id: int, result: Any) -> None:
+        """Answer an event's ack id with a handler's result (a tuple is several arguments, None none),
+        encoded once; a result holding bytes goes out as a binary ack."""
+        server = self.server
+        data = [] if result is None else list(result) if type(result) is tuple else [result]
+        try:
+            body = jsonenc.dumps(data)
+        except TypeError:  # bytes (or another type JSON cannot hold): python-socketio's binary packet
+            server._send_packet(eio_sid, server.packet_class(
+                socketio_packet.ACK, namespace=namespace, id=ack_id, data=data))
+            return
+        prefix = "3" if namespace == "/" else f"3{namespace},"
+        server._send_eio_packet(eio_sid, eio_packet.Packet(eio_packet.MESSAGE, f"{prefix}{ack_id}{body}"))
 
     def on_event(self, eio_sid: str, namespace: Any, id: Any, data: Any) -> Any:
         """An EVENT (or a completed BINARY_EVENT), checked before python-socketio dispatches it."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol
 
 from flask import current_app
+from socketio.packet import EVENT
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
@@ -67,7 +68,11 @@ class Broadcaster:
         """Send to one socket of this process, on its own namespace (no message-queue hop)."""
         if self.count is not None:
             self.count(event)
-        self.transport.emit(event, data, room=sid, namespace=namespace, skip_sid=None, local=True)
+        direct = getattr(self.transport, "reply", None)
+        if direct is not None:
+            direct(event, data, sid=sid, namespace=namespace)
+        else:
+            self.transport.emit(event, data, room=sid, namespace=namespace, skip_sid=None, local=True)
 
     def emit_here(self, event: str, data: Any, *, namespace: str, room: str | None = None) -> None:
         """Send to the sockets of this process only (a room of one namespace, or all of its sockets):
@@ -94,6 +99,15 @@ class ServerTransport:
         self, event: str, data: Any, *, room: str, namespace: str, skip_sid: str | None, local: bool = False
     ) -> None:
         self.server.emit(event, data, to=room, namespace=namespace, skip_sid=skip_sid, ignore_queue=local)
+
+    def reply(self, event: str, data: Any, *, sid: str, namespace: str) -> None:
+        """To one socket of this process: its packet goes straight to its connection, without the
+        room lookup, fan-out and logging of an emit (a reply is never gated, sequenced or recorded:
+        those apply to shared rooms). Nothing is sent to a socket that is gone."""
+        server = self.server
+        eio_sid = server.manager.eio_sid_from_sid(sid, namespace)
+        if eio_sid is not None:
+            server._send_packet(eio_sid, server.packet_class(EVENT, namespace=namespace, data=[event, data]))
 
 
 class QueueTransport:

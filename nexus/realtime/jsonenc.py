@@ -1,6 +1,7 @@
 """orjson behind the `json` module interface that python-socketio and python-engineio expect."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -24,8 +25,16 @@ def dumps(obj: Any, **_ignored: Any) -> str:
 
 
 def loads(data: str | bytes, **_ignored: Any) -> Any:
-    """Decode a JSON document."""
-    return orjson.loads(data)
+    """Decode a JSON document. One that escapes half of a UTF-16 surrogate pair ("\\ud83d", what
+    JavaScript's JSON.stringify writes for a string cut inside an emoji) is valid JSON that orjson
+    refuses: the standard library decodes it, and the event's validation refuses the string with
+    VALIDATION_ERROR (nexus.schemas.load) instead of the connection being closed as malformed."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        if "surrogate" not in str(exc):
+            raise
+        return json.loads(data)
 
 
 JSONDecodeError = orjson.JSONDecodeError

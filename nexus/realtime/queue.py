@@ -513,6 +513,44 @@ class _GatedManager(socketio.Manager):
     gate: RoomGate | None = None
     sequencer: Sequencer | None = None
     _recorders: dict[str, list[list[tuple[str, str, Any]]]] | None = None
+    #: The rooms of each socket, by (namespace, sid): python-socketio finds them by scanning every
+    #: room of the namespace, on each disconnect, which made a reconnect storm quadratic.
+    _memberships: dict[tuple[str, str], set[Any]] | None = None
+
+    # -- each socket's rooms, indexed -------------------------------------------------------
+
+    def basic_enter_room(self, sid, namespace, room, eio_sid=None):
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        if self._memberships is None:
+            self._memberships = {}
+        self._memberships.setdefault((namespace, sid), set()).add(room)
+
+    def basic_leave_room(self, sid, namespace, room):
+        super().basic_leave_room(sid, namespace, room)
+        rooms = self._memberships.get((namespace, sid)) if self._memberships else None
+        if rooms is not None:
+            rooms.discard(room)
+            if not rooms:
+                del self._memberships[(namespace, sid)]
+
+    def basic_disconnect(self, sid, namespace, **kwargs):
+        """python-socketio's, with the socket's rooms taken from the index instead of a scan."""
+        if namespace not in self.rooms:
+            return
+        joined = self._memberships.get((namespace, sid)) if self._memberships else None
+        for room in sorted(joined or (), key=lambda name: name is None):  # its sid mapping last
+            self.basic_leave_room(sid, namespace, room)
+        self.callbacks.pop(sid, None)
+        for pending in (self.pending_connect, self.pending_disconnect):
+            waiting = pending.get(namespace)
+            if waiting is not None and sid in waiting:
+                waiting.remove(sid)
+                if not waiting:
+                    del pending[namespace]
+
+    def get_rooms(self, sid, namespace):
+        joined = self._memberships.get((namespace, sid)) if self._memberships else None
+        return [room for room in joined or () if room is not None]
 
     @contextlib.contextmanager
     def recording(self, room: str) -> Iterator[list[tuple[str, str, Any]]]:

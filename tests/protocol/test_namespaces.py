@@ -266,3 +266,54 @@ def test_a_connection_that_joined_and_left_its_namespace_is_not_closed_by_the_co
     time.sleep(CONNECT_TIMEOUT_MS / 1000 + 0.5)
     ws.send("40")
     assert recv_until(ws, lambda packet: packet.startswith("40")).startswith('40{"sid":')
+
+
+# -- connects in flight ---------------------------------------------------------------------
+
+
+def test_no_more_connects_than_allowed_are_handled_at_once_and_the_others_wait_their_turn(
+        app_factory, make_user, token_for, monkeypatch):
+    """NEXUS_CONNECTS_IN_FLIGHT bounds the CONNECTs in progress; the others wait, and all get in."""
+    import threading
+
+    from nexus.realtime.namespaces.base import NexusNamespace
+
+    app = app_factory(connects_in_flight=2)
+    users = [make_user(f"turn{n}") for n in range(6)]
+    tokens = [token_for(user) for user in users]
+    lock = threading.Lock()
+    state = {"now": 0, "most": 0}
+    opened = NexusNamespace._open_session
+
+    def slow_open(self, sid, auth):
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        try:
+            time.sleep(0.2)
+            return opened(self, sid, auth)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    monkeypatch.setattr(NexusNamespace, "_open_session", slow_open)
+    clients: list[Any] = []
+
+    def connect(token: str) -> None:
+        client = socketio.test_client(app, auth={"token": token})
+        with lock:
+            clients.append(client)
+
+    threads = [threading.Thread(target=connect, args=(token,)) for token in tokens]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    try:
+        assert state["most"] == 2
+        assert len(clients) == 6 and all(client.is_connected() for client in clients)
+        assert time.monotonic() - started >= 0.55  # three turns of two
+    finally:
+        for client in clients:
+            client.disconnect()

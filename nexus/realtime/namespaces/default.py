@@ -5,7 +5,7 @@ import time
 from typing import Any
 
 from nexus.errors import NexusError
-from nexus.models import isoformat, utcnow
+from nexus.models import iso_from_epoch_ms
 from nexus.realtime import broadcast, events
 from nexus.realtime.namespaces.base import NexusNamespace, rate_cost
 from nexus.realtime.namespaces.chat import ChatEvents
@@ -14,27 +14,30 @@ from nexus.realtime.sessions import SocketSession
 from nexus.schemas import load, schema
 from nexus.schemas.admin import NotificationRefSchema, UserActionSchema
 from nexus.schemas.users import PingSchema
-from nexus.services import audit, notifications, rooms
+from nexus.services import audit, inbox, notifications
 
 
 def server_time() -> dict[str, Any]:
     """The server's clock, as ISO text and as epoch milliseconds."""
-    return {"serverTime": isoformat(utcnow()), "timestamp": int(time.time() * 1000)}
+    now_ms = int(time.time() * 1000)
+    return {"serverTime": iso_from_epoch_ms(now_ms), "timestamp": now_ms}
 
 
 class DefaultNamespace(ChatEvents, PresenceEvents, NexusNamespace):
     """Connection, chat, presence, ping, user_action, notification and authenticate events; admin ones: `/admin`."""
 
     def welcome(self, session: SocketSession) -> None:
-        unread, unread_direct = ({}, {}) if session.user_id is None else rooms.unread_summary(session.user_id)
+        # Read once the socket is in its user room (greet), so what commits meanwhile is read or pushed;
+        # together with the other sockets connecting at the same moment.
+        waiting = inbox.Inbox() if session.user_id is None else inbox.reader().read(session.user_id)
         broadcast.reply(
             events.CONNECTED,
             {
                 "socketId": session.sid,
                 "user": session.identity(),
                 "guest": session.is_guest,
-                "unread": unread,
-                "unreadDirect": unread_direct,
+                "unread": waiting.unread,
+                "unreadDirect": waiting.unread_direct,
                 "instanceId": self.config.instance_id,
                 **server_time(),
             },
@@ -44,7 +47,7 @@ class DefaultNamespace(ChatEvents, PresenceEvents, NexusNamespace):
         if session.user_id is not None:
             self.send_online_users(session)
             # Notifications sent while the user was away arrive now, oldest first, until read.
-            for notification in notifications.unread(session.user_id):
+            for notification in waiting.notifications:
                 broadcast.reply(events.NOTIFICATION, notification, sid=session.sid, namespace=self.namespace)
 
     def on_ping(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
