@@ -1,19 +1,34 @@
-"""Messages: send (room or direct), edit, delete, history and catch-up. Events go out after the commit."""
+"""Messages: send (room or direct), edit, delete, history and catch-up. Events go out after the commit.
+
+Sent messages are written by group commit (nexus.services.commits): a message joins the others
+arriving at the same moment, and the batch is checked (room, membership, clientMsgId: each message
+fails alone) and written in one transaction (per room one seq allocation, gapless in arrival order;
+the messages, their outbox entries and the senders' read markers); each sender is answered after that
+commit, and the events go out after it as for any other change. NEXUS_GROUP_COMMIT_MS=0 writes each
+message in a transaction of its own.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import os
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple, Sequence
 
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
+from nexus import outages
 from nexus.errors import NexusError
 from nexus.extensions import db
 from nexus.models import Message, Room, RoomMembership, User, isoformat, utcnow
 from nexus.realtime import broadcast, events
 from nexus.services import rooms
+from nexus.services.commits import GroupCommit
 from nexus.services.rooms import Actor
+
+#: The most messages written in one transaction.
+MAX_BATCH = 200
+_COMMITTER_KEY = "nexus.group_commit"
 
 
 @dataclass(frozen=True)
@@ -24,7 +39,15 @@ class Sent:
     created: bool
 
 
-def to_wire(message: Message, room: Room, sender: User | Actor | None) -> dict[str, Any]:
+class RoomRef(NamedTuple):
+    """What a message's wire form needs of its room, kept apart from any database session."""
+
+    id: int
+    name: str
+    kind: str
+
+
+def to_wire(message: Message, room: Room | RoomRef, sender: User | Actor | None) -> dict[str, Any]:
     """A message as clients receive it, under every field name clients read (roomId or to, from,
     createdAt and timestamp); the sender is the stored user, or the acting socket's identity when it
     sends (both have username and display_name)."""
@@ -56,6 +79,11 @@ def send_to_room(actor: Actor, room_name: str, data: dict[str, Any]) -> Sent:
     """Store a room message, then emit `room_message` to the room."""
     if actor.is_guest:
         raise NexusError("FORBIDDEN", "Guests cannot send messages; authenticate first.")
+    committer = _group_commit()
+    if committer is not None:  # the room, membership and clientMsgId checks run with the batch
+        return _submit(committer, _Outgoing(
+            room_name, None, actor, data, None, events.ROOM_MESSAGE, ((room_name, None),)
+        ))
     room = rooms.find_room(room_name)
     rooms.require_member(actor, room)
     existing = _retried(actor, data.get("client_msg_id"))
@@ -81,16 +109,22 @@ def send_direct(actor: Actor, to_user_id: int, data: dict[str, Any], *, sender_s
     existing = _retried(actor, data.get("client_msg_id"))
     if existing is not None:
         return existing
+    targets: list[tuple[str, str | None]] = [(events.user_room(to_user_id), None)]
+    if to_user_id != actor.user_id:  # the sender's other sockets see what they sent
+        targets.append((events.user_room(actor.user_id), sender_sid))
+    committer = _group_commit()
+    if committer is not None:
+        room_ref = _existing_direct_room(actor.user_id, to_user_id)
+        if room_ref is not None:  # a first message makes its conversation's room, in a transaction of its own
+            return _submit(committer, _Outgoing(
+                room_ref.name, room_ref, actor, data, to_user_id, events.NEW_MESSAGE, tuple(targets)
+            ))
     room = direct_room(actor.user_id, to_user_id)
     message = _store(room, actor, data, recipient_id=to_user_id)
     wire = to_wire(message, room, actor)
-    broadcast.emit_after_commit(
-        db.session, events.NEW_MESSAGE, wire, room=events.user_room(to_user_id), durable=True, message_id=message.id
-    )
-    if to_user_id != actor.user_id:  # the sender's other sockets see what they sent
+    for target, skip_sid in targets:
         broadcast.emit_after_commit(
-            db.session, events.NEW_MESSAGE, wire, room=events.user_room(actor.user_id), skip_sid=sender_sid,
-            durable=True, message_id=message.id,
+            db.session, events.NEW_MESSAGE, wire, room=target, skip_sid=skip_sid, durable=True, message_id=message.id
         )
     return _commit(actor, data, wire)
 
@@ -277,6 +311,7 @@ def _store(room: Room, actor: Actor, data: dict[str, Any], *, recipient_id: int 
     )
     db.session.add(message)
     db.session.flush()
+    rooms.advance_read_markers({(room.id, actor.user_id): seq})  # what one sends is never unread for one
     return message
 
 
@@ -311,6 +346,279 @@ def _retried(actor: Actor, client_msg_id: str | None) -> Sent | None:
         # its broadcast is not known to have gone out.
         relay.republish_message(message.id)
     return Sent(to_wire(message, room, db.session.get(User, actor.user_id)), created=False)
+
+
+# -- group commit ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class _Outgoing:
+    """A message waiting for its batch: its room (by name until the batch has checked it), its
+    sender, and where its event goes."""
+
+    room_name: str
+    room: RoomRef | None
+    actor: Actor
+    data: dict[str, Any]
+    recipient_id: int | None
+    event: str
+    targets: tuple[tuple[str, str | None], ...]  # (socket room, the sending socket left out of it)
+
+
+#: A batch's answer for a message whose clientMsgId another transaction stored first: the sender
+#: answers with the stored message, as for any retried send.
+_RETRIED = object()
+
+
+def _group_commit() -> GroupCommit[_Outgoing] | None:
+    """This process's committer of sent messages (None: one transaction per message)."""
+    settings = current_app.config["NEXUS"]
+    if settings.group_commit_ms <= 0:
+        return None
+    committer = current_app.extensions.get(_COMMITTER_KEY)
+    if committer is None or committer.pid != os.getpid():
+        committer = GroupCommit(
+            current_app._get_current_object(),  # type: ignore[attr-defined]
+            _write_batch,
+            window_s=settings.group_commit_ms / 1000,
+            max_batch=MAX_BATCH,
+            green=(settings.async_mode or "gevent") == "gevent",
+        )
+        current_app.extensions[_COMMITTER_KEY] = committer
+    return committer
+
+
+def _submit(committer: GroupCommit[_Outgoing], outgoing: _Outgoing) -> Sent:
+    # Whatever the caller read so far ends its transaction here, so that no connection is held while
+    # the sender waits (anything else in the caller's session is committed, as it would have been
+    # with the message). A handler that has not touched the database has no session to end.
+    if db.session.registry.has() and db.session.registry().in_transaction():
+        db.session.commit()
+    outcome = committer.submit(outgoing)
+    if outcome is _RETRIED:
+        existing = _retried(outgoing.actor, outgoing.data.get("client_msg_id"))
+        if existing is None:
+            raise NexusError("CONFLICT", "That clientMsgId was in use a moment ago; send the message again.")
+        return existing
+    if outcome.created:
+        current_app.extensions["nexus.metrics"].message_stored()
+    return outcome
+
+
+def _existing_direct_room(user_a: int, user_b: int) -> RoomRef | None:
+    low, high = sorted((user_a, user_b))
+    row = db.session.execute(select(Room.id, Room.name, Room.kind).where(Room.name == f"dm:{low}:{high}")).first()
+    return None if row is None else RoomRef(row.id, row.name, row.kind)
+
+
+def _client_key(item: _Outgoing) -> tuple[int, str] | None:
+    client_msg_id = item.data.get("client_msg_id")
+    return (item.actor.user_id, client_msg_id) if client_msg_id and item.actor.user_id is not None else None
+
+
+def _write_batch(batch: list[_Outgoing]) -> list[Any]:
+    """Check and write messages in one transaction of the committer's session: a Sent, an exception
+    or _RETRIED for each, in batch order."""
+    outcomes: list[Any] = [None] * len(batch)
+    try:
+        checked = _check(batch, outcomes)
+        taken = _stored_client_keys([item for item in checked if item is not None])
+    except Exception:  # every message of the batch fails with it; the session is ready for the next one
+        outages.rollback(db.session)
+        raise
+    # A clientMsgId sent twice in one batch is stored once; the later copies answer with the first.
+    leaders: dict[tuple[int, str], int] = {}
+    copies: dict[int, int] = {}
+    pending: list[int] = []
+    for index, item in enumerate(checked):
+        if item is None:
+            continue
+        key = _client_key(item)
+        if key is None:
+            pending.append(index)
+        elif key in taken:
+            outcomes[index] = _RETRIED  # a retry of a message already stored
+        elif key in leaders:
+            copies[index] = leaders[key]
+        else:
+            leaders[key] = index
+            pending.append(index)
+    _write_together(checked, pending, outcomes)  # type: ignore[arg-type]
+    if db.session().in_transaction():  # nothing was left to write: only the checks' reads to end
+        outages.rollback(db.session)
+    for index, leader in copies.items():
+        first = outcomes[leader]
+        outcomes[index] = Sent(first.message, created=False) if isinstance(first, Sent) else first
+    return outcomes
+
+
+def _check(batch: list[_Outgoing], outcomes: list[Any]) -> list[_Outgoing | None]:
+    """The room messages' checks of rooms.find_room and rooms.require_member, made for a whole batch
+    in two queries (the rooms, then the memberships that decide: rooms.participation_refusal). A
+    message that fails gets its error in `outcomes` (None in the answer); the others come back with
+    their room."""
+    names = {item.room_name for item in batch if item.room is None}
+    found: dict[str, RoomRef] = {}
+    if names:
+        rows = db.session.execute(select(Room.id, Room.name, Room.kind).where(Room.name.in_(sorted(names)))).all()
+        found = {row.name: RoomRef(row.id, row.name, row.kind) for row in rows if row.kind != "direct"}
+    asked = {
+        (found[item.room_name].id, item.actor.user_id)
+        for item in batch
+        if item.room is None and item.room_name in found and found[item.room_name].kind != "public"
+        and not item.actor.is_admin
+    }
+    members: set[tuple[int, int]] = set()
+    if asked:
+        rows = db.session.execute(
+            select(RoomMembership.room_id, RoomMembership.user_id)
+            .where(tuple_(RoomMembership.room_id, RoomMembership.user_id).in_(sorted(asked)))  # type: ignore[arg-type]
+        ).all()
+        members = {(row.room_id, row.user_id) for row in rows}
+    checked: list[_Outgoing | None] = []
+    for index, item in enumerate(batch):
+        if item.room is not None:
+            checked.append(item)
+            continue
+        room = found.get(item.room_name)
+        refusal = rooms.room_not_found(item.room_name) if room is None else rooms.participation_refusal(
+            item.actor, room.kind, is_member=(room.id, item.actor.user_id) in members)
+        if refusal is not None:
+            outcomes[index] = refusal
+            checked.append(None)
+        else:
+            checked.append(replace(item, room=room))
+    return checked
+
+
+def _write_together(batch: list[_Outgoing], indexes: list[int], outcomes: list[Any]) -> None:
+    """Store batch[i] for i in indexes in one transaction, setting outcomes[i] for each."""
+    while indexes:
+        try:
+            written = _insert(batch, indexes)
+        except IntegrityError as exc:
+            outages.rollback(db.session)
+            # Another socket or instance stored one of these clientMsgIds meanwhile: those are answered
+            # with the stored message, the rest are written again without them.
+            taken = _stored_client_keys([batch[index] for index in indexes])
+            clashing = {index for index in indexes if _client_key(batch[index]) in taken}
+            if not clashing:
+                _write_apart(batch, indexes, outcomes, exc)
+                return
+            for index in clashing:
+                outcomes[index] = _RETRIED
+            indexes = [index for index in indexes if index not in clashing]
+            continue
+        except Exception as exc:
+            outages.rollback(db.session)
+            _write_apart(batch, indexes, outcomes, exc)
+            return
+        try:
+            db.session.commit()  # the events queued on the session go out now
+        except Exception as exc:
+            # Whether the commit happened is not known here: nothing is written again, and a client
+            # that retries with its clientMsgId gets the message if it was stored.
+            outages.rollback(db.session)
+            for index in indexes:
+                outcomes[index] = exc
+            return
+        for index, outcome in written.items():
+            outcomes[index] = outcome
+        return
+
+
+def _write_apart(batch: list[_Outgoing], indexes: list[int], outcomes: list[Any], failure: Exception) -> None:
+    """The batch failed before its commit. An outage fails every message of it; anything else may be
+    one message's fault, so each is written alone and only that one fails."""
+    if len(indexes) == 1 or outages.dependency_of(failure) is not None:
+        for index in indexes:
+            outcomes[index] = failure
+        return
+    for position, index in enumerate(indexes):
+        _write_together(batch, [index], outcomes)
+        outcome = outcomes[index]
+        if isinstance(outcome, Exception) and outages.dependency_of(outcome) is not None:
+            for rest in indexes[position + 1:]:
+                outcomes[rest] = outcome
+            return
+
+
+def _insert(batch: list[_Outgoing], indexes: list[int]) -> dict[int, Any]:
+    """Allocate seqs and add the messages and their events to the session (flushed, not committed)."""
+    by_room: dict[int, list[int]] = {}
+    for index in indexes:
+        by_room.setdefault(batch[index].room.id, []).append(index)  # type: ignore[union-attr]
+    outcomes: dict[int, Any] = {}
+    stored: dict[int, Message] = {}
+    last_seqs = _allocate(by_room)
+    for room_id, members in by_room.items():
+        last = last_seqs.get(room_id)
+        if last is None:  # deleted since its senders' checks
+            for index in members:
+                outcomes[index] = (NexusError("USER_NOT_FOUND") if batch[index].room.kind == "direct"
+                                   else NexusError("ROOM_NOT_FOUND", f"No room {batch[index].room_name!r}."))
+            continue
+        for offset, index in enumerate(members):
+            item = batch[index]
+            stored[index] = Message(
+                room_id=room_id,
+                seq=last - len(members) + 1 + offset,
+                sender_id=item.actor.user_id,
+                recipient_id=item.recipient_id,
+                type=item.data.get("type", "text"),
+                content=item.data["content"],
+                attachment=_attachment(item.data.get("attachment")),
+                client_msg_id=item.data.get("client_msg_id"),
+            )
+    order = sorted(stored)
+    db.session.add_all([stored[index] for index in order])
+    db.session.flush()
+    # Each sender's read marker moves to their last message of the batch, in the same transaction, so
+    # no unread count ever includes it; never back, whatever a mark_read at the same moment writes.
+    markers: dict[tuple[int, int], int] = {}
+    for index in order:
+        message = stored[index]
+        key = (message.room_id, message.sender_id)
+        markers[key] = max(markers.get(key, 0), message.seq)
+    rooms.advance_read_markers(markers)
+    for index in order:  # events in arrival order: each room's in seq order
+        item, message = batch[index], stored[index]
+        wire = to_wire(message, item.room, item.actor)
+        for target, skip_sid in item.targets:
+            broadcast.emit_after_commit(
+                db.session, item.event, wire, room=target, skip_sid=skip_sid, durable=True, message_id=message.id
+            )
+        outcomes[index] = Sent(wire, created=True)
+    return outcomes
+
+
+def _allocate(by_room: dict[int, list[int]]) -> dict[int, int]:
+    """Take len(indexes) seqs in each room: {room id: its new last_seq} (a room missing is left out).
+
+    The update locks the rooms' rows until the commit, so seqs stay gapless and in arrival order.
+    With several rooms their rows are locked first in id order, so that two committers (two
+    instances) never wait on each other in a cycle."""
+    ids = sorted(by_room)
+    if len(ids) > 1:
+        db.session.execute(select(Room.id).where(Room.id.in_(ids)).order_by(Room.id).with_for_update()).all()
+    step = (case({room_id: len(by_room[room_id]) for room_id in ids}, value=Room.id) if len(ids) > 1
+            else len(by_room[ids[0]]))
+    rows = db.session.execute(
+        update(Room).where(Room.id.in_(ids)).values(last_seq=Room.last_seq + step)
+        .returning(Room.id, Room.last_seq).execution_options(synchronize_session=False)
+    ).all()
+    return {row.id: row.last_seq for row in rows}
+
+
+def _stored_client_keys(items: Sequence[_Outgoing]) -> set[tuple[int, str]]:
+    keys = {key for key in map(_client_key, items) if key is not None}
+    if not keys:
+        return set()
+    rows = db.session.execute(
+        select(Message.sender_id, Message.client_msg_id)
+        .where(tuple_(Message.sender_id, Message.client_msg_id).in_(sorted(keys)))
+    ).all()
+    return {(row.sender_id, row.client_msg_id) for row in rows}
 
 
 def _own_message(actor: Actor, message_id: int) -> tuple[Message, Room]:
