@@ -1,6 +1,7 @@
 """Orders every instance carries out on its own sockets (disconnect a user's sockets, close the
-sockets of a token, take a user's sockets out of rooms they may no longer read), sent to the other
-instances through the message queue next to the events.
+sockets of a token, take a user's sockets out of rooms they may no longer read) or on what it keeps
+(forget the socket tokens it verified, `forget_identities`), sent to the other instances through the
+message queue next to the events.
 
 Revoking access to a room (a member removed, a user banned, an administrator demoted) must hold
 for every message committed after the revoking change, on every instance and on every path a
@@ -45,8 +46,10 @@ from typing import Any, Callable
 import socketio
 
 from nexus.errors import NexusError
+from nexus.logs import log_event, user_label
 from nexus.realtime import events
 from nexus.realtime.sessions import SessionRegistry, SocketSession
+from nexus.services import tokens
 
 log = logging.getLogger("nexus.control")
 
@@ -130,11 +133,40 @@ class Control:
             elif not acks.done.wait(REVOKE_WAIT_S):
                 self._publish({"action": "restore", "userId": user_id, "room": room})
                 self._restore_here(user_id, room)
-                log.warning("revocation for user=%s room=%s not acknowledged by %s; rolled back",
-                            user_id, room, ",".join(sorted(acks.missing)))
+                log_event(log, "revocation_rolled_back",
+                          "revocation for user={user} room={room} not acknowledged by {missing}; rolled back",
+                          level=logging.WARNING, user=user_label(user_id), room=room, missing=sorted(acks.missing))
                 raise NexusError("UNAVAILABLE", "Another server did not confirm the change; try again shortly.",
                                  retry_after_ms=int(REVOKE_WAIT_S * 1000))
             return evicted
+        finally:
+            self._waiting.pop(order["orderId"], None)
+
+    def forget_identities(self, *, user_id: int | None = None, jti: str | None = None) -> None:
+        """Forget the verified socket tokens of one token (`jti`, revoked) or of a user (their account
+        changed), here and on every live instance, which acknowledge it: a socket that connects
+        anywhere once this returns is judged on the database. Call it after the change commits (a
+        token verified before the commit may be kept again until then). An instance that does not
+        answer within REVOKE_WAIT_S is logged; what it kept expires with IDENTITY_TTL_S, and the
+        orders that close the user's or the token's sockets follow this one on the queue."""
+        self._forget_here(user_id, jti)
+        if not self._queued():
+            return
+        order = {"action": "forget_identity", "orderId": uuid.uuid4().hex, "origin": self.instance_id,
+                 "userId": user_id, "jti": jti}
+        try:
+            acks = self._expect(order["orderId"])
+        except NexusError:
+            acks = None  # no registry to ask right now: wait as without one
+        try:
+            self._publish(order)
+            if acks is None:
+                time.sleep(REVOKE_SETTLE_S)
+            elif not acks.done.wait(REVOKE_WAIT_S):
+                log_event(log, "token_forget_unacknowledged",
+                          "forgetting the tokens of user={user} not acknowledged by {missing}; they expire within "
+                          "{expiresInS:.0f} s", level=logging.WARNING, user=user_label(user_id),
+                          missing=sorted(acks.missing), expiresInS=tokens.IDENTITY_TTL_S)
         finally:
             self._waiting.pop(order["orderId"], None)
 
@@ -161,6 +193,12 @@ class Control:
                 acks.arrived(str(order.get("instance")))
             return
         user_id, reason = order.get("userId"), str(order.get("reason", ""))[:200]
+        if action == "forget_identity":
+            jti = order.get("jti")
+            self._forget_here(user_id if isinstance(user_id, int) else None, jti if isinstance(jti, str) else None)
+            self._publish({"action": "revoke_ack", "orderId": order.get("orderId"), "origin": order.get("origin"),
+                           "instance": self.instance_id})
+            return
         if not isinstance(user_id, int):
             return
         if action == "disconnect_user":
@@ -178,7 +216,8 @@ class Control:
     def _revoke_order(self, order: dict[str, Any]) -> None:
         expires = order.get("expires")
         if not isinstance(expires, (int, float)) or time.time() > expires:
-            log.warning("ignored a revocation order that arrived too late (user=%s)", order.get("userId"))
+            log_event(log, "revocation_too_late", "ignored a revocation order that arrived too late (user={user})",
+                      level=logging.WARNING, user=user_label(order.get("userId")))
             return
         if order.get("room") is not None and not isinstance(order["room"], str):
             return
@@ -223,8 +262,9 @@ class Control:
                 payload["lastSeq"] = order["lastSeq"]
             self.broadcaster.reply(events.REMOVED_FROM_ROOM, payload, sid=session.sid, namespace=session.namespace)
         if evicted:
-            log.info("took user=%s out of %d room(s) on %d socket(s) reason=%s", user_id,
-                     len({name for _, name in evicted}), len({s.sid for s, _ in evicted}), reason)
+            log_event(log, "user_removed_from_rooms", "took user={user} out of {rooms} room(s) on {sockets} socket(s)",
+                      user=user_label(user_id), rooms=len({name for _, name in evicted}),
+                      sockets=len({s.sid for s, _ in evicted}), reason=reason)
             if later is None:
                 self._announce(evicted)
             else:
@@ -249,7 +289,19 @@ class Control:
                 self.chat.typing.stop(actor, name)
                 self.chat.live.left(actor, name, session.sid)
             except Exception as exc:  # a Redis outage, say: the sockets are out of the room all the same
-                log.warning("after taking sid=%s out of %s: %s: %s", session.sid, name, type(exc).__name__, exc)
+                log_event(log, "room_leave_bookkeeping_failed",
+                          "after taking sid={sid} out of {room}: {error}: {detail}", level=logging.WARNING,
+                          sid=session.sid, room=name, error=type(exc).__name__, detail=str(exc))
+
+    def _forget_here(self, user_id: int | None, jti: str | None) -> None:
+        """Drop this instance's verified tokens of `jti`, else of `user_id` (neither: nothing)."""
+        if self.app is None or (user_id is None and jti is None):
+            return
+        cache = tokens.identity_cache(self.app)
+        if jti is not None:
+            cache.forget(jti=jti)
+        else:
+            cache.forget(user_id=user_id)
 
     def _restore_here(self, user_id: int, room: str | None) -> None:
         if self.chat is not None:
@@ -289,7 +341,8 @@ class Control:
             self.broadcaster.reply(events.SESSION_REVOKED, {"reason": reason}, sid=sid, namespace=session.namespace)
             self.server.disconnect(sid, namespace=session.namespace, ignore_queue=True)
         if sids:
-            log.info("disconnected user=%s sockets=%d reason=%s", user_id, len(sids), reason)
+            log_event(log, "user_disconnected", "disconnected", user=user_label(user_id), sockets=len(sids),
+                      reason=reason)
         return len(sids)
 
 

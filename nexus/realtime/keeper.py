@@ -2,8 +2,12 @@
 after inactivity, last-seen writes and reconciling the database with who is really connected
 (both ways, every RECONCILE_S).
 
-One greenlet per instance; every task is safe when several instances run it at once (the
-store operations it relies on are atomic), and a failing task is logged and retried next time.
+One greenlet per instance runs the tasks in turn, and the heartbeat has a greenlet of its own:
+a task that waits long (reconciling against a database that stalls, a lock held elsewhere)
+must not let this instance's heartbeat key expire, which would make the other instances reap
+its live sockets and announce its users offline. Every task is safe when several instances run
+it at once (the store operations it relies on are atomic), and a failing task is logged and
+retried next time.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from nexus.logs import log_event
 from nexus.stores.redis import HEARTBEAT_S
 
 log = logging.getLogger("nexus.keeper")
@@ -31,6 +36,8 @@ class _Task:
     due: float = 0.0
     failures: int = 0
     logged: bool = False  # this streak of failures has been logged (outages are the tracker's)
+    #: Runs on a greenlet of its own, never behind the other tasks.
+    alone: bool = False
 
 
 @dataclass
@@ -63,7 +70,7 @@ class Keeper:
         keeper = cls(app, sleep)
         keeper.tasks = [
             _Task("reap", 2.0, reap),
-            _Task("heartbeat", HEARTBEAT_S, heartbeat),
+            _Task("heartbeat", HEARTBEAT_S, heartbeat, alone=True),
             _Task("away", max(0.5, min(5.0, config.away_after_s / 4)), presence.sweep_away),
             _Task("last_seen", float(config.last_seen_write_s), presence.flush_last_seen),
         ]
@@ -85,7 +92,7 @@ class Keeper:
                 "catch_up_screens": chat.gate.prune(),
                 "room_sequences": _prune_sequences(),
             }
-            log.info("cleanup removed %s", " ".join(f"{name}={count}" for name, count in removed.items()))
+            log_event(log, "cleanup", "cleanup removed", **removed)
 
         keeper.tasks.append(_Task("cleanup", float(config.cleanup_interval_s), cleanup, due=time.monotonic() + 60))
         admin = app.extensions.get("nexus.admin")
@@ -105,37 +112,51 @@ class Keeper:
             )
         return keeper
 
-    def run_once(self, force: bool = False) -> None:
-        """Run the tasks that are due (all of them with force)."""
+    def run_once(self, force: bool = False, alone: bool = False) -> None:
+        """Run the tasks that are due (all of them with force, the shared loop's and those that run
+        alone); without force, those of the shared loop, or with `alone` those that run alone."""
         now = time.monotonic()
         for task in self.tasks:
-            if not force and now < task.due:
+            if not force and (task.alone != alone or now < task.due):
                 continue
-            task.due = now + task.every_s
-            try:
-                with self.app.app_context():
-                    task.run()
-            except Exception as exc:
-                tracker = self.app.extensions.get("nexus.outages")
-                if tracker is not None and tracker.refuse(exc) is not None:
-                    pass  # the database or Redis is down: the tracker logs that once, and its end
-                # A traceback for the first failure of a streak; one line for the ones after.
-                elif not task.logged:
-                    log.exception("upkeep task %s failed; retrying every %.0fs", task.name, task.every_s)
-                    task.logged = True
-                elif task.failures % 60 == 0:
-                    log.warning("upkeep task %s still failing (%d times): %s", task.name, task.failures, exc)
-                task.failures += 1
-            else:
-                if task.logged:
-                    log.info("upkeep task %s works again after %d failures", task.name, task.failures)
-                task.failures = 0
-                task.logged = False
+            self._run(task, now)
+
+    def _run(self, task: _Task, now: float) -> None:
+        task.due = now + task.every_s
+        try:
+            with self.app.app_context():
+                task.run()
+        except Exception as exc:
+            tracker = self.app.extensions.get("nexus.outages")
+            if tracker is not None and tracker.refuse(exc) is not None:
+                pass  # the database or Redis is down: the tracker logs that once, and its end
+            # A traceback for the first failure of a streak; one line for the ones after.
+            elif not task.logged:
+                log.exception("upkeep task %s failed; retrying every %.0fs", task.name, task.every_s)
+                task.logged = True
+            elif task.failures % 60 == 0:
+                log.warning("upkeep task %s still failing (%d times): %s", task.name, task.failures, exc)
+            task.failures += 1
+        else:
+            if task.logged:
+                log.info("upkeep task %s works again after %d failures", task.name, task.failures)
+            task.failures = 0
+            task.logged = False
 
     def run(self) -> None:
+        """The shared loop: every task but those that run alone, in turn."""
         while not self.stopped:
             self.sleep(TICK_S)
             self.run_once()
+
+    def run_alone(self) -> None:
+        """The loop of the tasks that run alone (the heartbeat), woken at their own times."""
+        while not self.stopped:
+            due = min((task.due for task in self.tasks if task.alone), default=None)
+            if due is None:
+                return
+            self.sleep(min(TICK_S, max(0.0, due - time.monotonic())))
+            self.run_once(alone=True)
 
     def stop(self) -> None:
         self.stopped = True
@@ -146,5 +167,6 @@ def start(app: Any, socketio: Any) -> Keeper:
     keeper = Keeper.for_app(app, socketio.sleep)
     keeper.run_once(force=True)  # reaps a previous life of this instance before it serves
     socketio.start_background_task(keeper.run)
+    socketio.start_background_task(keeper.run_alone)
     app.extensions["nexus.keeper"] = keeper
     return keeper

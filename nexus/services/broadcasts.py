@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from nexus.errors import NexusError
 from nexus.extensions import db
+from nexus.logs import log_event
 from nexus.models import BROADCAST_KINDS, Broadcast, User, isoformat, utcnow
 from nexus.realtime import broadcast, events
 from nexus.schemas.chat import clean_text
@@ -152,7 +153,8 @@ def record(
     )
     db.session.add(row)
     db.session.flush()
-    log.info("broadcast id=%s kind=%s target=%s event=%s by=%s", row.id, kind, target, event, sender.label)
+    log_event(log, "broadcast_sent", "broadcast id={broadcastId} kind={kind} target={target} event={eventName} by={by}",
+              broadcastId=row.id, kind=kind, target=target, eventName=event, by=sender.label)
     # Clients get the record's id too: what they receive is what the sender was answered
     # (a notification carries its own id instead).
     emitted = payload if notification_id is not None else {**payload, "broadcastId": str(row.id)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from typing import Any, NoReturn
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Row, func, select, update
 
 from nexus.errors import NexusError
 from nexus.extensions import db
@@ -57,14 +57,16 @@ def notify(
 
 
 def unread(user_id: int, limit: int = 100) -> list[dict[str, Any]]:
-    """A user's unread notifications, oldest first (for redelivery on connect)."""
+    """A user's unread notifications, oldest first (read as columns; for many users at once:
+    nexus.services.inbox)."""
     query = (
-        _with_sender()
+        select(*WIRE_COLUMNS, Broadcast.sender_user_id, Broadcast.sender_label)
+        .outerjoin(Broadcast, Broadcast.notification_id == Notification.id)
         .where(Notification.user_id == user_id, Notification.read_at.is_(None))
         .order_by(Notification.id)
         .limit(max(1, min(limit, 1000)))
     )
-    return [_wire_of(row) for row in db.session.execute(query)]
+    return [wire_of_columns(row) for row in db.session.execute(query)]
 
 
 def list_page(user_id: int, *, unread_only: bool, before: int | None, limit: int) -> dict[str, Any]:
@@ -110,7 +112,12 @@ def mark_all_read(user_id: int) -> int:
     return result.rowcount or 0
 
 
-def to_wire(row: Notification, sender: Sender) -> dict[str, Any]:
+# What `to_wire` reads of a notification, for reads that need no ORM object.
+WIRE_COLUMNS = (Notification.id, Notification.type, Notification.title, Notification.message, Notification.data,
+                 Notification.created_at, Notification.read_at)
+
+
+def to_wire(row: Notification | Row[Any], sender: Sender) -> dict[str, Any]:
     """What clients receive: {type, title, message, timestamp} with an id, data, read state and sender."""
     created = isoformat(row.created_at)
     return {
@@ -134,10 +141,18 @@ def _with_sender() -> Any:
     )
 
 
+def wire_of_columns(row: Row[Any]) -> dict[str, Any]:
+    """`to_wire` of a row of WIRE_COLUMNS with the Broadcast's sender_user_id and sender_label."""
+    return to_wire(row, _sender(row.sender_user_id, row.sender_label))
+
+
 def _wire_of(row: Any) -> dict[str, Any]:
     notification, sender_id, label = row
-    sender = SYSTEM if label is None else Sender(user_id=sender_id, label=label)
-    return to_wire(notification, sender)
+    return to_wire(notification, _sender(sender_id, label))
+
+
+def _sender(sender_id: int | None, label: str | None) -> Sender:
+    return SYSTEM if label is None else Sender(user_id=sender_id, label=label)
 
 
 def _check_data(data: Any) -> None:

@@ -24,17 +24,20 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from threading import Lock
 from typing import Any, Callable, Iterable
 
-from sqlalchemy import bindparam, case, or_, select, update
+from sqlalchemy import bindparam, case, func, or_, select, update
 
 from nexus.config import Config
 from nexus.errors import NexusError
 from nexus.extensions import db
 from nexus.models import User, isoformat
 from nexus.realtime import broadcast, events
+from nexus.services import reads
+from nexus.services.batching import Batcher, SharedRead
 from nexus.services.rooms import Actor
 from nexus.stores.base import PresenceStore, Tally
 
@@ -93,6 +96,38 @@ def with_events(listed: list[dict[str, Any]], seen: list[tuple[str, Any]]) -> tu
     return ordered, complete
 
 
+@dataclass(frozen=True, slots=True)
+class _CameOnline:
+    user_id: int
+    status: str
+    at: float
+    version: int
+    skip_sid: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _WentOffline:
+    user_id: int
+    at: float | None  # their last activity (None: unknown, the database keeps the last one written)
+    version: int
+    visible: bool
+
+
+def _write_if_newer(session: Any, *, status: Any, last_seen: Any, rows: list[dict[str, Any]]) -> None:
+    """One UPDATE of users for many rows ({"user", "version", ...}): each user's status and presence
+    version are written only from a newer version than the one stored (as `_save` does for one user);
+    `status` and `last_seen` are the SQL expressions of the new values."""
+    users = User.__table__
+    newer = or_(users.c.presence_version.is_(None), users.c.presence_version < bindparam("version"))
+    session.execute(
+        users.update()
+        .where(users.c.id == bindparam("user"))
+        .values(status=case((newer, status), else_=users.c.status),
+                presence_version=case((newer, bindparam("version")), else_=users.c.presence_version),
+                last_seen_at=last_seen),
+        rows,
+    )
+
 class Presence:
     """Presence of the users connected to this instance, kept consistent with every other one."""
 
@@ -109,6 +144,9 @@ class Presence:
         self._stored: dict[int, float] = {}  # last activity written to the store from here
         self._last_seen_due: dict[int, float] = {}  # activity not yet written to the database
         self._roster: tuple[tuple[tuple[int, int, str], ...], float, list[dict[str, Any]]] | None = None
+        self._online_writes: Batcher[_CameOnline, None] = Batcher(self._write_came_online)
+        self._offline_writes: Batcher[_WentOffline, None] = Batcher(self._write_went_offline)
+        self._online_reads: SharedRead[list[dict[str, Any]]] = SharedRead(self._read_online_users)
 
     # -- connections ----------------------------------------------------------------
 
@@ -126,7 +164,6 @@ class Presence:
                 self._announce_status(user_id, now)
             return False
         self._came_online(user_id, now, skip_sid=sid, version=version)
-        db.session.commit()
         return True
 
     def disconnected(self, actor: Actor) -> bool:
@@ -141,7 +178,8 @@ class Presence:
             last_seen = self._seen_here.pop(user_id, None) or self.clock()
             self._stored.pop(user_id, None)
             self._last_seen_due.pop(user_id, None)
-        self.went_offline([user_id], last_seen=last_seen, versions={user_id: version})
+        # The writes of users going offline at the same moment share one statement and one commit.
+        self._offline_writes.submit(self._going_offline(user_id, last_seen, version))
         return True
 
     def went_offline(
@@ -157,25 +195,54 @@ class Presence:
             if present:  # back on another instance meanwhile: its announcement is the newer one
                 continue
             versions[user_id] = version
-        for user_id in user_ids:
-            version = versions.get(user_id)
-            if version is None:
-                continue
-            visible = self.store.chosen_status(user_id) != "offline"
-            # Unknown when their instance died while they were away: the database keeps the last write.
-            seen = last_seen or self.store.last_activity(user_id)
-            self.store.remember_status(user_id, self.restore_s)
-            self.store.forget_activity(user_id)
-            saved = self._save(user_id, status="offline", last_seen=seen, version=version)
-            if saved is not None and visible:
-                broadcast.emit_after_commit(
-                    db.session,
-                    events.USER_OFFLINE,
-                    {"userId": str(user_id), "lastSeen": saved["lastSeen"], "version": version},
-                    room=events.ALL_USERS_ROOM,
-                    durable=True,
-                )
-        db.session.commit()
+        gone = [self._going_offline(user_id, last_seen, versions[user_id]) for user_id in user_ids
+                if user_id in versions]
+        self._write_went_offline(gone)
+
+    def _going_offline(self, user_id: int, last_seen: float | None, version: int) -> _WentOffline:
+        """The shared store's part of a user going offline; what the database is to be told."""
+        visible = self.store.chosen_status(user_id) != "offline"
+        # Unknown when their instance died while they were away: the database keeps the last write.
+        seen = last_seen or self.store.last_activity(user_id)
+        self.store.remember_status(user_id, self.restore_s)
+        self.store.forget_activity(user_id)
+        return _WentOffline(user_id, seen, version, visible)
+
+    def _write_went_offline(self, batch: list[_WentOffline]) -> None:
+        """Write `offline` for users who went, each under its version (as `_save`), in one statement and
+        one commit, then their `user_offline` (for those who were visible). In the caller's session."""
+        self.forget_roster()
+        session = db.session
+        try:
+            if batch:
+                stored = dict(session.execute(
+                    select(User.id, User.last_seen_at).where(User.id.in_({item.user_id for item in batch}))
+                ).all())
+                # In user order, as every batch: two batches never lock the same rows in opposite orders.
+                known = sorted((item for item in batch if item.user_id in stored), key=lambda item: item.user_id)
+                if known:
+                    _write_if_newer(
+                        session, status="offline",
+                        last_seen=func.coalesce(bindparam("seen", type_=User.last_seen_at.type),
+                                                User.__table__.c.last_seen_at),
+                        rows=[{"user": item.user_id, "version": item.version,
+                               "seen": None if item.at is None else _dt(item.at)} for item in known],
+                    )
+                for item in known:
+                    if not item.visible:
+                        continue
+                    last_seen = isoformat(stored[item.user_id] if item.at is None else _dt(item.at))
+                    broadcast.emit_after_commit(
+                        session,
+                        events.USER_OFFLINE,
+                        {"userId": str(item.user_id), "lastSeen": last_seen, "version": item.version},
+                        room=events.ALL_USERS_ROOM,
+                        durable=True,
+                    )
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
 
     def back_online(self, user_ids: Iterable[int]) -> None:
         """Users whose sockets were presumed gone with a stalled instance that came back: online again."""
@@ -183,19 +250,49 @@ class Presence:
             self.settle(user_id)
 
     def _came_online(self, user_id: int, now: float, *, skip_sid: str | None, version: int) -> None:
-        """Restore the user's chosen status and queue `user_online` (unless they chose to be invisible)."""
+        """Restore the user's chosen status, write it and send `user_online` after the commit (unless they
+        chose to be invisible). Returns once committed; the writes of users coming online at the same
+        moment share one statement and one commit (`Batcher`)."""
         status = self.store.chosen_status(user_id) or "online"
         self.store.choose_status(user_id, status)  # kept while connected (clears a restore expiry)
-        saved = self._save(user_id, status=status, last_seen=now, version=version)
-        if saved is not None and status != "offline":
-            broadcast.emit_after_commit(
-                db.session,
-                events.USER_ONLINE,
-                {"userId": str(user_id), "userInfo": saved, "version": version},
-                room=events.ALL_USERS_ROOM,
-                skip_sid=skip_sid,
-                durable=True,
-            )
+        self._online_writes.submit(_CameOnline(user_id, status, now, version, skip_sid))
+
+    def _write_came_online(self, batch: list[_CameOnline]) -> None:
+        """Write the statuses of users who came online, each under its version (as `_save`), in one
+        statement and one commit, then their `user_online`. In the session of the greenlet that writes."""
+        self.forget_roster()
+        session = db.session
+        try:
+            profiles = {row[0]: row for row in session.execute(
+                select(User.id, User.username, User.display_name, User.role, User.department)
+                .where(User.id.in_({item.user_id for item in batch}))
+            )}
+            # In user order, as every batch: two batches never lock the same rows in opposite orders.
+            known = sorted((item for item in batch if item.user_id in profiles), key=lambda item: item.user_id)
+            if known:
+                _write_if_newer(
+                    session, status=bindparam("shown"), last_seen=bindparam("seen"),
+                    rows=[{"user": item.user_id, "shown": item.status, "version": item.version, "seen": _dt(item.at)}
+                          for item in known],
+                )
+            for item in known:
+                if item.status == "offline":
+                    continue
+                _, username, display_name, role, department = profiles[item.user_id]
+                info = {"id": str(item.user_id), "username": username, "displayName": display_name, "role": role,
+                        "department": department, "status": item.status, "lastSeen": isoformat(_dt(item.at))}
+                broadcast.emit_after_commit(
+                    session,
+                    events.USER_ONLINE,
+                    {"userId": str(item.user_id), "userInfo": info, "version": item.version},
+                    room=events.ALL_USERS_ROOM,
+                    skip_sid=item.skip_sid,
+                    durable=True,
+                )
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
 
     # -- convergence ----------------------------------------------------------------
 
@@ -365,13 +462,17 @@ class Presence:
     def online_users(self) -> list[dict[str, Any]]:
         """The users others can see online (invisible ones left out), with status, last seen and version.
 
-        Who is online, their status and their version come from the shared store, read when the
+        Who is online, their status and their version come from the shared store, read after the
         list is asked for (a new socket is in `all_users` by then, so the list is never older than
-        an event it already received). Every new connection gets this list, so the profiles are
-        read with one column query (no ORM objects) and the answer is reused while the online
-        users, their statuses and versions are the same, for at most ROSTER_TTL_S, or until a
-        profile changes here (`forget_roster`).
+        an event it already received). Every new connection gets this list: callers that ask at
+        the same moment share one read that began after all of them asked (`SharedRead`; the list
+        is shared, never to be changed), the profiles are read with one column query (no ORM
+        objects) and they are reused while the online users, their statuses and versions are the
+        same, for at most ROSTER_TTL_S, or until a profile changes here (`forget_roster`).
         """
+        return self._online_reads.get()
+
+    def _read_online_users(self) -> list[dict[str, Any]]:
         versions = self.tally.versioned_members(SCOPE)
         ids = sorted(int(member) for member in versions)[:MAX_ONLINE_LIST]
         if not ids:
@@ -389,11 +490,12 @@ class Presence:
         if cached is not None and cached[0] == key and now - cached[1] < ROSTER_TTL_S:
             return cached[2]
         listed = {user_id: (version, shown) for user_id, version, shown in key}
-        rows = db.session.execute(
-            select(User.id, User.username, User.display_name, User.role, User.department, User.last_seen_at)
-            .where(User.id.in_(list(listed)), User.role != "banned")
-            .order_by(User.username)
-        ).all()
+        with reads.autocommit() as connection:
+            rows = connection.execute(
+                select(User.id, User.username, User.display_name, User.role, User.department, User.last_seen_at)
+                .where(User.id.in_(list(listed)), User.role != "banned")
+                .order_by(User.username)
+            ).all()
         roster = []
         for user_id, username, display_name, role, department, last_seen_at in rows:
             version, status = listed[user_id]

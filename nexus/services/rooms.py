@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app, has_app_context
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from nexus.errors import NexusError
@@ -61,7 +61,7 @@ def find_room(name: str) -> Room:
     """The room with this name; ROOM_NOT_FOUND otherwise."""
     room = db.session.scalar(select(Room).where(Room.name == name))
     if room is None or room.kind == "direct":
-        raise NexusError("ROOM_NOT_FOUND", f"No room {name!r}.")
+        raise room_not_found(name)
     return room
 
 
@@ -89,18 +89,32 @@ def can_read(actor: Actor, room: Room) -> bool:
 
 def require_member(actor: Actor, room: Room) -> RoomMembership | None:
     """FORBIDDEN unless the actor may take part in the room (send, read history)."""
-    if actor.is_guest:
-        if room.kind != "public":
-            raise NexusError("FORBIDDEN", "Guests cannot take part in this room.")
-        return None
-    member = membership(room, actor.user_id)
-    if member is None and not (room.kind == "public" or actor.is_admin):
-        raise NexusError("FORBIDDEN", "Only members can take part in this room.")
+    member = None if actor.is_guest else membership(room, actor.user_id)
+    refusal = participation_refusal(actor, room.kind, is_member=member is not None)
+    if refusal is not None:
+        raise refusal
     return member
 
 
-def join(actor: Actor, name: str, *, auto_create: bool, guests_can_chat: bool) -> Room:
-    """Check that the actor may join a room (creating a public one on first join); records membership."""
+def participation_refusal(actor: Actor, kind: str, *, is_member: bool) -> NexusError | None:
+    """Why the actor may not take part in a room of this kind (send, read history), or None: a public
+    room takes everyone (guests included), any other its members and admins."""
+    if actor.is_guest:
+        return None if kind == "public" else NexusError("FORBIDDEN", "Guests cannot take part in this room.")
+    if is_member or kind == "public" or actor.is_admin:
+        return None
+    return NexusError("FORBIDDEN", "Only members can take part in this room.")
+
+
+def room_not_found(name: str) -> NexusError:
+    return NexusError("ROOM_NOT_FOUND", f"No room {name!r}.")
+
+
+def join(actor: Actor, name: str, *, auto_create: bool, guests_can_chat: bool, kind: str | None = None) -> Room:
+    """Check that the actor may join a room (creating it on first join, owned by the actor); records
+    membership. `kind` ("public" or "private") is what the caller asks for: a room this join creates
+    is of that kind (public when not given), and an existing room of the other kind is refused with
+    CONFLICT, never joined as if it were the kind asked."""
     check_joinable_name(name)
     if actor.is_guest and not guests_can_chat:
         raise NexusError("FORBIDDEN", "Guests cannot join rooms; authenticate first.")
@@ -108,9 +122,14 @@ def join(actor: Actor, name: str, *, auto_create: bool, guests_can_chat: bool) -
     if room is None:
         if not auto_create or actor.is_guest:
             raise NexusError("ROOM_NOT_FOUND", f"No room {name!r}.")
-        room = _create(name, "public", owner_id=actor.user_id, topic=None)
+        # Another join may make the room at the same moment: _create then returns that one, and its
+        # kind is checked below like any existing room's.
+        room = _create(name, kind or "public", owner_id=actor.user_id, topic=None)
     if room.kind == "private" and not can_read(actor, room):
         raise NexusError("FORBIDDEN", "This room is private; ask its owner or an admin to add you.")
+    if kind is not None and room.kind != kind:
+        raise NexusError("CONFLICT", f"{name!r} is a {room.kind} room, not a {kind} one; join it without "
+                                     f"`kind`, or pick another name.", details={"kind": room.kind})
     if room.kind == "public" and not actor.is_guest and membership(room, actor.user_id) is None:
         _add_membership(room, actor.user_id, "member")
     return room
@@ -261,15 +280,55 @@ def _unread_rows(user_id: int) -> list[tuple[str, str, int]]:
 
 
 def mark_read(actor: Actor, room: Room, seq: int) -> int:
-    """Move the member's read marker forward (never back); returns it."""
+    """Move the member's read marker forward (never back); returns it.
+
+    The marker is moved in the database (`max(marker, seq)` in one UPDATE), never read and written
+    back: a message the member sends at the same moment moves it too (advance_read_markers), and
+    neither may undo the other."""
     member = require_member(actor, room)
     if member is None:
         if actor.is_guest:
             raise NexusError("FORBIDDEN", "Guests have no read markers.")
         member = _add_membership(room, actor.user_id, "member")
-    member.last_read_seq = max(member.last_read_seq, min(seq, room.last_seq))
+    target = min(seq, room.last_seq)
+    marker = db.session.execute(
+        update(RoomMembership)
+        .where(RoomMembership.id == member.id)
+        .values(last_read_seq=_at_least(target))
+        .returning(RoomMembership.last_read_seq)
+        .execution_options(synchronize_session=False)
+    ).scalar_one()
     db.session.commit()
-    return member.last_read_seq
+    return marker
+
+
+def advance_read_markers(markers: dict[tuple[int, int], int]) -> None:
+    """Move read markers forward to the given seqs, {(room id, user id): seq}, never back, in the
+    caller's transaction (memberships that do not exist are left alone): one cached statement,
+    executed once per marker in one batch (the driver pipelines them), in key order.
+
+    Sending a message calls it with the sender's new message, in the transaction that stores the
+    message: what a user sent is read for them (their unread counts come from the room's last seq
+    less this marker), and so is what came before it, which their socket in the room received first."""
+    if not markers:
+        return
+    db.session.execute(_ADVANCE_MARKER, [{"room": room_id, "user": user_id, "seq": seq}
+                                         for (room_id, user_id), seq in sorted(markers.items())])
+
+
+_MEMBERSHIPS = RoomMembership.__table__
+#: Core (not ORM) so that a list of parameters is one executemany with one compiled statement.
+_ADVANCE_MARKER = (
+    update(_MEMBERSHIPS)
+    .where(_MEMBERSHIPS.c.room_id == bindparam("room"), _MEMBERSHIPS.c.user_id == bindparam("user"),
+           _MEMBERSHIPS.c.last_read_seq < bindparam("seq"))
+    .values(last_read_seq=bindparam("seq"))
+)
+
+
+def _at_least(seq: int) -> Any:
+    """The marker column moved up to `seq` if it is below it (portable GREATEST)."""
+    return case((RoomMembership.last_read_seq < seq, seq), else_=RoomMembership.last_read_seq)
 
 
 def info(actor: Actor, room: Room, live: "LiveMembership") -> dict[str, Any]:
@@ -333,7 +392,7 @@ class LiveMembership:
         """Members whose last sockets in rooms were on an instance that died: `room_left` for each."""
         for scope, member in gone:
             room = scope.removeprefix("room:")
-            user_id = int(member[2:]) if member.startswith("u:") and member[2:].isdigit() else None
+            user_id = int(member[2:]) if member.startswith("u:") and member[2:].isascii() and member[2:].isdigit() else None
             user = db.session.get(User, user_id) if user_id is not None else None
             actor = Actor(user_id=user_id, role=user.role if user else "guest",
                           username=user.username if user else None,

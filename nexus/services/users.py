@@ -16,6 +16,7 @@ from nexus.models import ROLES, Room, RoomMembership, User
 from nexus.realtime import broadcast, events
 from nexus.schemas import MAX_ID, load
 from nexus.schemas.users import UserCreateSchema
+from nexus.services import tokens
 from nexus.services.rooms import Actor, access_control
 
 # Profile fields a user may change on their own account, and their public (wire) names.
@@ -187,6 +188,8 @@ def update_profile(user_id: int, changes: dict[str, Any]) -> User:
         )
         _roster_changed()
     db.session.commit()
+    if changed:
+        tokens.forget_identities(user_id=user_id)  # sockets that connect from now on read the new profile
     return user
 
 
@@ -207,6 +210,7 @@ def set_role(
     if before_commit is not None:
         before_commit(user)
     db.session.commit()
+    tokens.forget_identities(user_id=user_id)  # a ban refuses, and a new role holds, on every instance
     return user
 
 
