@@ -5,6 +5,7 @@ import sys  # noqa: E402
 
 from nexus import create_app  # noqa: E402
 from nexus.config import ConfigError  # noqa: E402
+from nexus.logs import configuration_error_line  # noqa: E402
 from nexus.server import prepare_instance  # noqa: E402
 
 # gunicorn's exit code for "worker failed to boot": the master stops instead of respawning.
@@ -13,7 +14,7 @@ WORKER_BOOT_ERROR = 3
 try:
     app = create_app()
 except ConfigError as exc:
-    print(f"nexus: configuration error: {exc}", file=sys.stderr, flush=True)
+    print(configuration_error_line(exc), file=sys.stderr, flush=True)
     sys.exit(WORKER_BOOT_ERROR)
 
 prepare_instance(app)

@@ -12,6 +12,7 @@ from sqlalchemy import event as sa_event
 from socketio import packet as socketio_packet
 from sqlalchemy.engine import Engine
 
+from nexus import access
 from nexus.api.jsonbody import BoundedJSONProvider
 from nexus.config import Config
 from nexus.extensions import cors, db, jwt, migrate, socketio
@@ -48,6 +49,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     register_extensions(app, settings)
     register_socketio(app, settings)
     register_blueprints(app)
+    access.install(app, socketio.server_options.get("socketio_path", "socket.io"))  # inside ProxyFix
     register_rate_limits(app, settings)
     register_cli(app)
     return app
@@ -171,7 +173,7 @@ def register_socketio(app: Flask, settings: Config) -> None:
     socketio_packet.Packet.json = jsonenc
     packets.install(socketio.server, packets.Limits(
         max_attachments=settings.max_attachments, max_payload=settings.max_payload_bytes,
-        connect_timeout_s=settings.connect_timeout_ms / 1000,
+        connect_timeout_s=settings.connect_timeout_ms / 1000, connects_in_flight=settings.connects_in_flight,
     ))
     # Engine.IO (handshake, long-polling, WebSocket sessions, heartbeat) is Nexus's own front.
     polling.install(app, socketio.server, socketio.server_options.get("socketio_path", "socket.io"), settings,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shlex
 import sys
 import threading
@@ -42,7 +43,10 @@ def serve_command(host: str | None, port: int | None) -> None:
     server = make_server(app, host, port)
     prepare_instance(app)
     server.start()
-    click.echo(f"Nexus listening on http://{host}:{server.server_port} (instance {config.instance_id})", err=True)
+    from nexus.logs import announce
+
+    announce(logging.getLogger("nexus"), "listening", "Nexus listening on {url} (instance {instance})",
+             url=f"http://{host}:{server.server_port}", instance=config.instance_id)
     serve_until_signalled(app, server)
 
 
@@ -358,5 +362,7 @@ def main() -> None:
     try:
         cli.main(prog_name="nexus")
     except ConfigError as exc:
-        click.echo(f"nexus: configuration error: {exc}", err=True)
+        from nexus.logs import configuration_error_line
+
+        click.echo(configuration_error_line(exc), err=True)
         raise SystemExit(2) from None

@@ -38,6 +38,32 @@ def _count(name: str, default: int) -> int:
 worker_connections = _count("NEXUS_WORKER_CONNECTIONS", 50_000)
 
 
+def _json_lines() -> bool:
+    """NEXUS_LOG_JSON, JSON by default in production, as nexus.config reads them (the worker's
+    configuration refuses a value that is neither true nor false, with the reason)."""
+    value = (os.environ.get("NEXUS_LOG_JSON") or "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    mode = (os.environ.get("NEXUS_ENV") or "").strip() or (os.environ.get("NODE_ENV") or "").strip()
+    return mode.lower() == "production"
+
+
+# gunicorn's own lines (gunicorn.error: start, workers, signals; gunicorn.access) go to the root
+# logger, whose handler is Nexus's (nexus.logs.console_handler): JSON lines in production, like the
+# application's. In the worker, the application's logging setup replaces that handler (same name)
+# with its own, so each line is written once.
+logconfig_dict = {
+    "root": {"level": "INFO", "handlers": ["nexus"]},
+    "loggers": {
+        "gunicorn.error": {"handlers": [], "propagate": True},
+        "gunicorn.access": {"handlers": [], "propagate": True},
+    },
+    "handlers": {"nexus": {"()": "nexus.logs.console_handler", "json_lines": _json_lines()}},
+}
+
+
 def worker_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's server hook
     """A worker that stopped by its own drain leaves at once: Python's teardown of a large heap
     took 0.4–1 s of CPU, and the kernel frees the memory anyway (logs are flushed first)."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from nexus import outages
 from nexus.errors import NexusError
+from nexus.logs import log_event
 from nexus.protocol.packets import ack_requested_var
 
 log = logging.getLogger("nexus.realtime")
@@ -37,7 +38,8 @@ def unexpected(exc: BaseException, *, event: str, sid: str) -> NexusError:
 def internal_error(exc: BaseException, *, event: str, sid: str) -> NexusError:
     """Log an unexpected exception under a reference id and return the error the client sees."""
     reference = uuid.uuid4().hex[:12]
-    log.error("internal error ref=%s event=%s sid=%s", reference, event, sid, exc_info=exc)
+    log_event(log, "internal_error", "internal error ref={ref} event={eventName} sid={sid}", level=logging.ERROR,
+              exc_info=exc, ref=reference, eventName=event, sid=sid)
     return NexusError(
         "INTERNAL_ERROR",
         f"Something went wrong on the server (reference {reference}).",

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from threading import Lock
 from typing import Callable
 
+from nexus.logs import log_event
+
 log = logging.getLogger("nexus.realtime")
 
 #: Seconds between two summary lines of one connection.
@@ -113,8 +115,10 @@ class RefusalLog:
         return due
 
     def _write(self, sid: str, tally: _Tally, now: float) -> None:
-        codes = ", ".join(f"{code}={count}" for code, count in sorted(tally.codes.items()))
-        events = ", ".join(f"{name}={count}" for name, count in sorted(tally.events.items()))
         noun = "event" if tally.total == 1 else "events"
-        log.info("refused %d %s in the last %.1f s ns=%s sid=%s user=%s: %s (events: %s)", tally.total, noun,
-                 max(0.0, now - tally.started), self.namespace, sid, tally.user or "guest", codes, events)
+        log_event(log, "events_refused",
+                  "refused {total} " + noun + " in the last {seconds:.1f} s ns={ns} sid={sid} user={user}: {codes} "
+                  "(events: {events})",
+                  total=tally.total, seconds=round(max(0.0, now - tally.started), 3), ns=self.namespace, sid=sid,
+                  user=tally.user or "guest", codes=dict(sorted(tally.codes.items())),
+                  events=dict(sorted(tally.events.items())))
