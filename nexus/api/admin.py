@@ -4,14 +4,18 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from nexus.api import json_body, require_admin, require_admin_or_service
+from nexus.api.openapi import describe
 from nexus.schemas import load
 from nexus.schemas.broadcasts import ActionListSchema, BroadcastListSchema, BroadcastSchema
+from nexus.schemas.responses import ActionPageSchema, BroadcastPageSchema, BroadcastSentSchema
 from nexus.services import audit, broadcasts
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 
 @bp.post("/broadcast")
+@describe("Broadcast a message", auth="admin_or_service", body=BroadcastSchema, response=BroadcastSentSchema,
+          errors=("ROOM_NOT_FOUND", "USER_NOT_FOUND"))
 def broadcast():
     """{kind: system|admin|department|room|user, message, department?, room?, userId?, title?, type?}."""
     sender = require_admin_or_service()
@@ -20,6 +24,7 @@ def broadcast():
 
 
 @bp.get("/broadcasts")
+@describe("What was broadcast", auth="admin", query=BroadcastListSchema, response=BroadcastPageSchema)
 def list_broadcasts():
     """?kind=&before=<id>&limit=: what was broadcast, newest first."""
     require_admin()
@@ -29,6 +34,7 @@ def list_broadcasts():
 
 
 @bp.get("/actions")
+@describe("What users did", auth="admin", query=ActionListSchema, response=ActionPageSchema)
 def list_actions():
     """?userId=&action=&before=<id>&limit=: the audit trail of user actions, newest first."""
     require_admin()

@@ -9,8 +9,10 @@ from typing import Any, Callable, Iterator
 from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 
+from nexus.api.openapi import describe
 from nexus.models import isoformat, utcnow
 from nexus.outages import RETRY_AFTER_MS, refuse
+from nexus.schemas.responses import HealthSchema, ReadinessSchema
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger("nexus.health")
@@ -20,12 +22,21 @@ CHECK_TIMEOUT_S = 2.0
 
 
 @bp.get("/health")
+@describe("Liveness", auth=None, response=HealthSchema)
 def health():
+    """200 while the process serves requests; no dependency is checked."""
     config = current_app.config["NEXUS"]
     return jsonify({"status": "ok", "instanceId": config.instance_id, "timestamp": isoformat(utcnow())})
 
 
 @bp.get("/health/ready")
+@describe(
+    "Readiness",
+    auth=None,
+    response=ReadinessSchema,
+    responses={503: ("Shutting down, or a dependency failed (`failing` names it); with Retry-After.",
+                     {"application/json": {"schema": ReadinessSchema}})},
+)
 def ready():
     """200 {"status": "ready", "checks"} when this instance is not shutting down and the database, the message
     queue and shared state answer; else 503 {"status": "unavailable", "checks", "failing"}."""

@@ -8,7 +8,9 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from nexus.api import require_admin
+from nexus.api.openapi import describe
 from nexus.models import isoformat, utcnow
+from nexus.schemas.responses import MetricsSummarySchema, SocketStatusSchema
 
 bp = Blueprint("ops", __name__)
 
@@ -24,13 +26,17 @@ def require_operator() -> None:
 
 
 @bp.get("/metrics")
+@describe("Prometheus metrics", auth="operator",
+          responses={200: ("The Prometheus text format.", {"text/plain": {"schema": {"type": "string"}}})})
 def prometheus_metrics():
+    """Connections, events, latency, messages stored, rate-limit rejections, errors by code."""
     require_operator()
     registry = current_app.extensions["nexus.metrics"].registry
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
 @bp.get("/api/metrics")
+@describe("Metrics of every instance", auth="operator", response=MetricsSummarySchema)
 def metrics_summary():
     """Connections, message and error rates and memory as JSON: every live instance summed, and each one's figures."""
     require_operator()
@@ -53,6 +59,7 @@ def metrics_summary():
 
 
 @bp.get("/socket-status")
+@describe("This instance's sockets", auth="operator", response=SocketStatusSchema)
 def socket_status():
     """This instance's connections by namespace and transport, rooms, users."""
     require_operator()

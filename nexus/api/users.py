@@ -4,7 +4,9 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, request
 
 from nexus.api import current_actor, json_body
+from nexus.api.openapi import describe
 from nexus.schemas import load
+from nexus.schemas.responses import OnlineUsersSchema, UserPageSchema, UserResponseSchema
 from nexus.schemas.users import ProfileUpdateSchema, UserSearchSchema
 from nexus.services import users
 
@@ -12,6 +14,7 @@ bp = Blueprint("users", __name__)
 
 
 @bp.get("/users")
+@describe("Find users", query=UserSearchSchema, response=UserPageSchema)
 def search_users():
     """?q= (literal, any case) &limit= (1..50, default 20) &cursor=: keyset pages by username; cursor=nextCursor."""
     actor = current_actor()
@@ -21,6 +24,7 @@ def search_users():
 
 
 @bp.get("/users/online")
+@describe("Who is online", response=OnlineUsersSchema)
 def online_users():
     """Who is online now, on every instance (users who chose to appear offline are left out)."""
     current_actor()
@@ -29,12 +33,14 @@ def online_users():
 
 
 @bp.get("/users/<int:user_id>")
+@describe("A user", response=UserResponseSchema, errors=("USER_NOT_FOUND",))
 def profile(user_id: int):
     """A user's public profile."""
     return jsonify({"success": True, "user": users.visible_user(current_actor(), user_id).public_dict()})
 
 
 @bp.patch("/users/me")
+@describe("Change my profile", body=ProfileUpdateSchema, response=UserResponseSchema)
 def update_me():
     """Change one's own displayName and/or department."""
     actor = current_actor()

@@ -113,7 +113,7 @@ def test_a_removed_member_is_taken_out_of_the_room_on_every_socket(app, client, 
     assert on_chat.emit("join_room", {"room": "plans", "since": 0}, callback=True,
                         namespace="/chat")["error"]["code"] == "FORBIDDEN"
     assert on_default.emit("get_history", {"roomId": "plans"}, callback=True)["error"]["code"] == "FORBIDDEN"
-    assert on_default.emit("typing_start", "plans", callback=True)["error"]["code"] == "FORBIDDEN"
+    assert on_default.emit("typing_start", "plans", callback=True)["error"]["code"] == "NOT_IN_ROOM"
     assert client.get("/api/rooms/plans/messages", headers=bearer(token_for, bob)).status_code == 403
     late = socket_client(token=token_for(bob), auth={"token": token_for(bob), "since": {"plans": 0}})
     assert received(late, "room_message") == []
