@@ -19,6 +19,7 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "ROOM_NOT_FOUND": (404, "No such room."),
     "METHOD_NOT_ALLOWED": (405, "Method not allowed."),
     "CONFLICT": (409, "This conflicts with the current state."),
+    "NOT_IN_ROOM": (409, "Join the room (join_room) before sending or typing to it."),
     "LIMIT_REACHED": (409, "A limit of this server has been reached."),
     "PAYLOAD_TOO_LARGE": (413, "The payload is too large."),
     "UNSUPPORTED_MEDIA_TYPE": (415, "Send a JSON body (Content-Type: application/json)."),

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 from typing import Any
 
 from marshmallow import (
@@ -25,10 +24,18 @@ ROOM_NAME_ERROR = "1 to 64 letters, digits, '_', '.' or '-', starting with a let
 CLIENT_MSG_ID = validate.Regexp(r"^[A-Za-z0-9_.:-]{1,64}\Z", error="1 to 64 letters, digits or _ . : -")
 
 
+#: What clean_text removes: control characters but newline and tab, surrogates, the byte order
+#: mark, and the bidirectional embeddings, overrides and isolates (they reorder the text around
+#: them on screen: "txt.exe" shown as "exe.txt"). Format characters that text needs stay: the
+#: zero-width joiner of emoji sequences (family, rainbow flag) and of Indic and Persian scripts,
+#: and left-to-right and right-to-left marks. Characters Python's Unicode tables do not know yet
+#: (emoji newer than them) stay too.
+_REMOVED = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufeff\u202a-\u202e\u2066-\u2069]")
+
+
 def clean_text(value: str) -> str:
-    """Trim and remove control characters (newlines and tabs are kept)."""
-    kept = "".join(ch for ch in value if ch in "\n\t" or unicodedata.category(ch)[0] != "C")
-    return kept.strip()
+    """Trim and remove control characters (newlines and tabs are kept): see _REMOVED."""
+    return _REMOVED.sub("", value).strip()
 
 
 def clean_content(data: dict[str, Any], max_length: int, *, required: bool) -> dict[str, Any]:
@@ -78,6 +85,13 @@ class RoomRefSchema(Schema):
         if not isinstance(data, dict):
             raise ValidationError("Send a room name or {room}.", "room")
         return data
+
+
+class JoinRoomSchema(RoomRefSchema):
+    """`join_room`: a room reference, and optionally the kind of room asked for (a room made by this
+    join is of that kind; an existing room of another kind is refused)."""
+
+    kind = fields.String(validate=validate.OneOf(("public", "private")))
 
 
 class AttachmentSchema(Schema):
@@ -195,6 +209,15 @@ class HistorySchema(Schema):
     @pre_load
     def _shape(self, data: Any, **_: Any) -> Any:
         return room_alias(data, "roomId", "room")
+
+    @post_load
+    def _within_seq_column(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        # seq is a 32-bit column: a bound past it (Number.MAX_SAFE_INTEGER as "from the newest") is read
+        # as the largest seq there can be, never sent to the database as a number it refuses.
+        for name in ("before", "after"):
+            if data.get(name) is not None and data[name] > MAX_ID:
+                data[name] = MAX_ID
+        return data
 
 
 class MarkReadSchema(Schema):

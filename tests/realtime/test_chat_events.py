@@ -60,9 +60,13 @@ def test_disconnect_leaves_every_room_with_room_left(pair, app):
 
 def test_typing_needs_the_room(pair):
     alice, bob, on_default, on_chat = pair
-    assert on_default.emit("typing_start", "general", callback=True)["error"]["code"] == "FORBIDDEN"
+    assert on_chat.emit("join_room", "general", callback=True, namespace="/chat")["success"]  # bob: it exists
+    refused = on_default.emit("typing_start", "general", callback=True)["error"]
+    assert refused["code"] == "NOT_IN_ROOM" and refused["details"] == {"roomId": "general"}
     on_default.emit("typing_start", "general")  # no ack asked: an error event instead
-    assert received(on_default, "error")[-1]["code"] == "FORBIDDEN"
+    assert received(on_default, "error")[-1]["code"] == "NOT_IN_ROOM"
+    # Typing asks no database why: joining tells (ROOM_NOT_FOUND here).
+    assert on_default.emit("typing_stop", {"roomId": "nowhere"}, callback=True)["error"]["code"] == "NOT_IN_ROOM"
 
 
 def test_leaving_a_room_you_are_not_in(pair):
@@ -92,3 +96,14 @@ def test_direct_conversations_have_read_markers_and_unread_counts(app, client, m
     assert reader.emit("mark_read", {"seq": 1}, callback=True)["error"]["code"] == "VALIDATION_ERROR"
     guest = socket_client()
     assert guest.emit("mark_read", {"with": alice.id, "seq": 1}, callback=True)["error"]["code"] == "FORBIDDEN"
+
+
+def test_emoji_sequences_and_new_emoji_arrive_as_sent_and_control_characters_do_not(pair):
+    alice, bob, on_default, on_chat = pair
+    assert on_default.emit("join_room", "general", callback=True)["success"]
+    sent = "family \U0001F468\u200d\U0001F469\u200d\U0001F467, flag \U0001F3F3\ufe0f\u200d\U0001F308, " \
+           "shaking \U0001FAE8, \u0627\u200f"  # a ZWJ sequence, an emoji newer than Unicode 14, an RLM
+    ack = on_default.emit("send_message", {"roomId": "general", "content": sent + "\x07\u202e\ufeff"}, callback=True)
+    assert ack["success"] and ack["message"]["content"] == sent
+    [stored] = on_default.emit("get_history", {"roomId": "general"}, callback=True)["messages"]
+    assert stored["content"] == sent

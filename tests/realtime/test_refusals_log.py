@@ -143,20 +143,27 @@ def test_a_burst_of_refused_events_is_counted_and_summarised(app_factory, caplog
     socketio.sleep(0.2)
     assert not client.is_connected()
     # Five allowed by the limit (and refused: alice is not in the room), then ten or more over it.
-    assert codes[:5] == ["FORBIDDEN"] * 5 and set(codes[5:]) == {"RATE_LIMITED"} and len(codes) >= 16
+    assert codes[:5] == ["NOT_IN_ROOM"] * 5 and set(codes[5:]) == {"RATE_LIMITED"} and len(codes) >= 16
 
     limited = len(codes) - 5
-    assert sample(app, "nexus_errors_total", {"code": "FORBIDDEN"}) == 5
+    assert sample(app, "nexus_errors_total", {"code": "NOT_IN_ROOM"}) == 5
     assert sample(app, "nexus_errors_total", {"code": "RATE_LIMITED"}) == limited
     assert sample(app, "nexus_rate_limit_rejections_total", {"event": "typing_start"}) == limited
     realtime = [r for r in caplog.records if r.name == "nexus.realtime"]
-    lines = summaries(realtime)
+    every = summaries(realtime)
     # One line at the first refusal, one when the connection closed: every refusal in one of them.
-    assert len(lines) == 2 and sum(int(m.group(1)) for m in lines) == len(codes)
-    assert lines[1].group(5) == f"FORBIDDEN=4, RATE_LIMITED={limited}"
+    # The test client may still deliver an event the loop sent while the server was closing the
+    # connection (the cut-off runs in the background): refused too, in a line of its own, as a
+    # guest's, since the session had ended by then.
+    lines = [m for m in every if m.group(4) != "guest"]
+    after_close = [m for m in every if m.group(4) == "guest"]
+    assert len(lines) == 2 and sum(int(m.group(1)) for m in every) == len(codes)
+    assert all(m.group(5).startswith("RATE_LIMITED=") for m in after_close)
+    late = sum(int(m.group(1)) for m in after_close)
+    assert lines[1].group(5) == f"NOT_IN_ROOM=4, RATE_LIMITED={limited - late}"
     assert len([r for r in realtime if "kept sending while rate limited" in r.getMessage()]) == 1
     assert not [r for r in realtime if r.getMessage().startswith("rate limited")]
-    assert len(realtime) <= 5, [r.getMessage() for r in realtime]
+    assert len(realtime) <= 5 + len(after_close), [r.getMessage() for r in realtime]
 
 
 # -- a real server --------------------------------------------------------------------------
@@ -206,6 +213,6 @@ def test_ten_thousand_typing_events_in_one_burst_write_a_handful_of_lines(server
     assert 1 <= len(lines) <= 2, written
     assert sum("kept sending while rate limited" in line for line in written) == 1
     assert len(written) <= 10, written
-    assert metric(server, "nexus_errors_total", 'code="FORBIDDEN"') + metric(
+    assert metric(server, "nexus_errors_total", 'code="NOT_IN_ROOM"') + metric(
         server, "nexus_errors_total", 'code="RATE_LIMITED"') == refused
     assert metric(server, "nexus_rate_limit_rejections_total", 'event="typing_start"') == refused - 100

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any, Callable
 
@@ -12,6 +13,7 @@ from nexus import outages
 from nexus.config import Config
 from nexus.errors import NexusError
 from nexus.extensions import db
+from nexus.logs import log_event, user_label
 from nexus.protocol.packets import event_has_binary
 from nexus.realtime import acks, broadcast, events
 from nexus.realtime.refusals import RefusalLog
@@ -35,7 +37,8 @@ def degraded(what: str, exc: BaseException) -> None:
     now = time.monotonic()
     if now - _degraded_logged.get(what, 0.0) > 60:
         _degraded_logged[what] = now
-        log.warning("%s failed (%s: %s); connections and events go on", what, type(exc).__name__, exc)
+        log_event(log, "degraded", "{what} failed ({error}: {detail}); connections and events go on",
+                  level=logging.WARNING, what=what, error=type(exc).__name__, detail=str(exc))
 
 Handler = Callable[..., Any]
 
@@ -106,7 +109,7 @@ class NexusNamespace(Namespace):
         try:
             self._open_session(request.sid, auth)
         except NexusError as exc:
-            log.info("connection refused ns=%s code=%s", self.namespace, exc.code)
+            log_event(log, "connection_refused", "connection refused", ns=self.namespace, code=exc.code)
             raise ConnectionRefusedError(exc.message, exc.to_dict()) from None
         except Exception as exc:  # the database is down, say: refuse, never crash the server
             error = acks.unexpected(exc, event="connect", sid=request.sid)
@@ -126,9 +129,7 @@ class NexusNamespace(Namespace):
         self.greeted.add(session.sid)
         self.join_managed_rooms(session)
         self.metrics.connected()
-        log.info(
-            "connected ns=%s sid=%s user=%s", self.namespace, session.sid, session.user_id or "guest"
-        )
+        log_event(log, "connected", ns=self.namespace, sid=session.sid, user=user_label(session.user_id))
         try:
             self.presence.connected(session.actor(), session.sid)
         except Exception as exc:
@@ -149,7 +150,7 @@ class NexusNamespace(Namespace):
         self.greeted.discard(request.sid)
         if session is not None:
             try:
-                self.on_socket_closed(session)
+                self.socket_closed(session)
             except Exception as exc:
                 outages.rollback(db.session)
                 acks.unexpected(exc, event="disconnect", sid=session.sid)
@@ -162,13 +163,8 @@ class NexusNamespace(Namespace):
             self.sessions.remove(request.sid)
             self.limiter.forget_socket(request.sid)
             self.refusals.closed(request.sid)
-            log.info(
-                "disconnected ns=%s sid=%s user=%s reason=%s",
-                self.namespace,
-                session.sid,
-                session.user_id or "guest",
-                reason,
-            )
+            log_event(log, "disconnected", ns=self.namespace, sid=session.sid, user=user_label(session.user_id),
+                      reason=reason)
 
     def welcome(self, session: SocketSession) -> None:
         """Called once a connection is accepted; namespaces may greet the client."""
@@ -179,8 +175,9 @@ class NexusNamespace(Namespace):
     def before_identity_change(self, session: SocketSession) -> None:
         """Called before `authenticate` switches the socket to another identity."""
 
-    def on_socket_closed(self, session: SocketSession) -> None:
-        """Called on disconnect, before the socket is forgotten."""
+    def socket_closed(self, session: SocketSession) -> None:
+        """Called on disconnect, before the socket is forgotten (not named on_...: every on_<name>
+        method is an event clients can send)."""
 
     def _open_session(self, sid: str, auth: Any) -> SocketSession:
         token = _handshake_token(auth)
@@ -189,7 +186,11 @@ class NexusNamespace(Namespace):
             if not (self.config.allow_guests and self.guests_allowed):
                 raise NexusError("UNAUTHORIZED", "Authentication token required.")
         else:
-            _apply_identity(session, tokens.resolve_token(token))
+            # A token this instance verified needs no database; the welcome does: refused while it is down.
+            tracker = outages.tracker()
+            if tracker is not None and outages.DATABASE in tracker.down():
+                raise outages.unavailable(outages.DATABASE)
+            _apply_identity(session, tokens.resolve_socket_token(token))
             self._check_socket_cap(session.user_id)
         self.check_access(session)
         self.sessions.add(session)
@@ -205,13 +206,16 @@ class NexusNamespace(Namespace):
 
     def authenticate(self, sid: str, token: Any) -> SocketSession:
         """Turn a socket into the token's user: leave the old identity's rooms, join the new ones."""
-        identity = tokens.resolve_token(token)
+        identity = tokens.resolve_socket_token(token)
         current = self.sessions.get(sid)
         if current is None:
             raise NexusError("UNAUTHORIZED", "This connection is closing.")
-        if identity.user.id != current.user_id:
-            self._check_socket_cap(identity.user.id)
-        self.before_identity_change(current)
+        if identity.account.id != current.user_id:
+            self._check_socket_cap(identity.account.id)
+        if identity.account.id != current.user_id or identity.account.role != current.role:
+            # Another identity leaves the chat rooms; a renewed token of the same user and role keeps
+            # them, so that the socket goes on receiving (and may go on sending) where it was.
+            self.before_identity_change(current)
         self.leave_managed_rooms(current)
         self.presence.disconnected(current.actor())
         values = SocketSession(sid=sid, namespace=self.namespace)
@@ -243,16 +247,20 @@ class NexusNamespace(Namespace):
     def trigger_event(self, event: str, *args: Any) -> Any:
         if event in ("connect", "disconnect"):
             return super().trigger_event(event, *args)
-        # The hot path. Flask-SocketIO would build a Flask request context per event (URL matching,
-        # the cookie session); Nexus's handlers need only the app context (database session,
-        # current_app), and take the socket id from python-socketio's arguments.
         sid, *data = args
+        return self.handle_event(event, sid, data)
+
+    def handle_event(self, event: Any, sid: str, args: list[Any]) -> Any:
+        """Handle one event of a socket and return its ack payload (None when the client asked for
+        no ack). The hot path, called by the packet layer straight from the decoded frame.
+        Flask-SocketIO would build a Flask request context per event (URL matching, the cookie
+        session); Nexus's handlers need only the app context (database session, current_app)."""
         environ = self.socketio.server.get_environ(sid, namespace=self.namespace)
         if not environ:
             return None  # the socket is gone
         handler = getattr(self, "on_" + event, None) if isinstance(event, str) else None
         with environ["flask.app"].app_context():
-            return self._dispatch(event, handler, sid, data)
+            return self._dispatch(event, handler, sid, args)
 
     def _dispatch(self, event: str, handler: Handler | None, sid: str, args: list[Any]) -> Any:
         metrics = self.metrics
@@ -294,10 +302,11 @@ class NexusNamespace(Namespace):
         # Counted here; logged with the connection's other refusals, summarised (nexus.realtime.refusals).
         self.metrics.rate_limited.labels(name if hasattr(self, "on_" + name) else "unknown").inc()
         if verdict.notify:
-            broadcast.reply(events.RATE_LIMIT_EXCEEDED, {"event": name, "retryAfterMs": verdict.retry_after_ms},
+            broadcast.reply(events.RATE_LIMIT_EXCEEDED, rate_limit_notice(name, verdict.retry_after_ms),
                             sid=session.sid, namespace=self.namespace)
         if verdict.cut_off and self.refusals.first_cut_off(session.sid):  # once, whatever is still queued
-            log.warning("disconnecting sid=%s: kept sending while rate limited", session.sid)
+            log_event(log, "rate_limit_disconnect", "disconnecting sid={sid}: kept sending while rate limited",
+                      level=logging.WARNING, sid=session.sid, ns=self.namespace, user=user_label(session.user_id))
             self.socketio.start_background_task(self.socketio.server.disconnect, session.sid, self.namespace)
         raise NexusError("RATE_LIMITED", f"Too many events; retry in {verdict.retry_after_ms} ms.",
                          retry_after_ms=verdict.retry_after_ms)
@@ -322,6 +331,16 @@ class NexusNamespace(Namespace):
                 events.ERROR, {**payload["error"], "event": str(event)[:64]}, sid=sid, namespace=self.namespace
             )
         return None
+
+
+def rate_limit_notice(event: str, retry_after_ms: int) -> dict[str, Any]:
+    """The `rate_limit_exceeded` event: the event refused, when to retry, and a sentence to show."""
+    seconds = max(1, math.ceil(retry_after_ms / 1000))
+    return {
+        "event": event,
+        "retryAfterMs": retry_after_ms,
+        "message": f"Too many requests, please slow down: try again in {seconds} s.",
+    }
 
 
 def managed_rooms(session: SocketSession) -> list[str]:
@@ -349,8 +368,8 @@ def _handshake_token(auth: Any) -> str | None:
     return token or None
 
 
-def _apply_identity(session: SocketSession, identity: tokens.TokenIdentity) -> None:
-    user = identity.user
+def _apply_identity(session: SocketSession, identity: tokens.SocketIdentity) -> None:
+    user = identity.account
     session.user_id = user.id
     session.username = user.username
     session.display_name = user.display_name

@@ -12,6 +12,7 @@ from nexus.realtime.sessions import SocketSession
 from nexus.schemas import load, schema
 from nexus.schemas.chat import (
     HistorySchema,
+    JoinRoomSchema,
     MarkReadSchema,
     MessageCreateSchema,
     MessageEditSchema,
@@ -50,15 +51,15 @@ class ChatEvents:
     def before_identity_change(self, session: SocketSession) -> None:
         self.leave_chat_rooms(session)
 
-    def on_socket_closed(self, session: SocketSession) -> None:
+    def socket_closed(self, session: SocketSession) -> None:
         self.leave_chat_rooms(session)
 
     # -- rooms ----------------------------------------------------------------------
 
     @rate_cost(2)
     def on_join_room(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
-        data = load(schema(RoomRefSchema), payload)
-        return self._join(session, data["room"], data.get("since"))
+        data = load(schema(JoinRoomSchema), payload)
+        return self._join(session, data["room"], data.get("since"), kind=data.get("kind"))
 
     def on_leave_room(self, session: SocketSession, payload: Any = None, *_: Any) -> dict[str, Any]:
         name = load(schema(RoomRefSchema), payload)["room"]
@@ -78,6 +79,8 @@ class ChatEvents:
         data = load(schema(MessageCreateSchema, max_length=self.config.max_message_length), payload)
         actor = session.actor()
         if "room" in data:
+            if not actor.is_guest and not self.chat.live.has_socket(data["room"], session.sid):
+                raise self._send_refusal(session, data["room"])
             sent = messages.send_to_room(actor, data["room"], data)
             self.chat.typing.stop(actor, data["room"])
         else:
@@ -143,7 +146,8 @@ class ChatEvents:
 
     # -- helpers --------------------------------------------------------------------
 
-    def _join(self, session: SocketSession, name: str, since: int | None) -> dict[str, Any]:
+    def _join(self, session: SocketSession, name: str, since: int | None, *, kind: str | None = None
+              ) -> dict[str, Any]:
         actor = session.actor()
         joined = self.chat.live.rooms_of(session.sid)
         if self.socketio.server.manager.is_sid_room(self.namespace, name):
@@ -151,7 +155,8 @@ class ChatEvents:
         if name not in joined and len(joined) >= self.config.max_rooms_per_socket:
             raise NexusError("LIMIT_REACHED", f"At most {self.config.max_rooms_per_socket} rooms per connection.")
         room = rooms.join(
-            actor, name, auto_create=self.config.auto_create_rooms, guests_can_chat=self.config.guests_can_chat
+            actor, name, auto_create=self.config.auto_create_rooms, guests_can_chat=self.config.guests_can_chat,
+            kind=kind,
         )
         # Access revoked while the database was asked (nexus.realtime.control): checked with no
         # yield before the socket enters the room, so a revocation either finds it in or keeps it out.
@@ -207,10 +212,23 @@ class ChatEvents:
                 return  # taken out of the room meanwhile: nothing more of it
             broadcast.reply(events.ROOM_MESSAGE, message, sid=session.sid, namespace=self.namespace)
 
+    def _send_refusal(self, session: SocketSession, name: str) -> NexusError:
+        """Why a socket that is not in a room may not send to it. Sending takes a socket in the room
+        (join_room first), so that the sender's socket gets the message like every other member's
+        and in seq order; only this refusal asks the database: a room that does not exist or that
+        the user may not take part in is refused as such, any other with NOT_IN_ROOM (join, then send)."""
+        room = rooms.find_room(name)
+        rooms.require_member(session.actor(), room)
+        return NexusError("NOT_IN_ROOM", f"Join {name!r} (join_room) before sending to it.",
+                          details={"roomId": name})
+
     def _typing_room(self, session: SocketSession, payload: Any) -> str:
         name = load(schema(TypingSchema), payload)["room"]
         if not self.chat.live.has_socket(name, session.sid):
-            raise NexusError("FORBIDDEN", f"Join {name!r} first.")
+            # Typing is frequent and cheap: refused from the in-memory room index alone, without
+            # asking the database why (joining answers that: ROOM_NOT_FOUND, FORBIDDEN).
+            raise NexusError("NOT_IN_ROOM", f"Join {name!r} (join_room) before typing in it.",
+                             details={"roomId": name})
         return name
 
 
