@@ -179,7 +179,7 @@ class Emitter:
         found = find_by_username(user)
         if found is not None:
             return found.id
-        if user.strip().isdigit():
+        if user.strip().isascii() and user.strip().isdigit():
             return int(user.strip())
         raise NexusError("USER_NOT_FOUND", f"No user named {user.strip()!r}.")
 

@@ -14,7 +14,9 @@ from werkzeug.exceptions import HTTPException
 from nexus import outages
 from nexus.errors import NexusError
 from nexus.extensions import db
+from nexus.logs import log_event
 from nexus.models import User
+from nexus.schemas import UNSTORABLE, unstorable_refusal
 from nexus.services import tokens
 from nexus.services.broadcasts import Sender
 from nexus.services.rooms import Actor
@@ -90,8 +92,30 @@ def _known_service_key(key: str) -> bool:
     return known
 
 
+def refuse_unstorable_request() -> None:
+    """A path, query or form field holding a character no database can store (NUL, a surrogate,
+    which percent-encoding can bring) is a VALIDATION_ERROR before any view looks it up.
+    JSON bodies are checked where they are decoded (nexus.api.jsonbody)."""
+    if UNSTORABLE.search(request.path):
+        raise unstorable_refusal("path")
+    sources = [("query", request.args)]
+    if request.mimetype in _FORMS:
+        sources.append(("form", request.form))
+    for where, values in sources:
+        for name, value in values.items(multi=True):
+            if UNSTORABLE.search(name):
+                raise unstorable_refusal(where)  # a parameter named with them is named by where it is
+            if UNSTORABLE.search(value):
+                raise unstorable_refusal(name)
+
+
+_FORMS = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
+
 def register_error_handlers(app: Flask) -> None:
     """JSON errors with catalogue codes for every /api and /health response."""
+
+    app.before_request(refuse_unstorable_request)
 
     @app.errorhandler(NexusError)
     def _nexus_error(error: NexusError):
@@ -113,7 +137,9 @@ def register_error_handlers(app: Flask) -> None:
             outages.rollback(db.session)
             return error_response(refused)
         reference = uuid.uuid4().hex[:12]
-        log.error("internal error ref=%s %s %s", reference, request.method, request.path, exc_info=error)
+        log_event(log, "internal_error", "internal error ref={ref} {method} {path}", level=logging.ERROR,
+                  exc_info=error, ref=reference, method=request.method, path=request.path,
+                  requestId=request.environ.get("nexus.request_id"))
         return error_response(
             NexusError(
                 "INTERNAL_ERROR",
@@ -141,7 +167,7 @@ def register_jwt_handlers(jwt: Any) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Mount every REST blueprint."""
-    from nexus.api import admin, auth, health, notifications, rooms, users
+    from nexus.api import admin, asyncapi, auth, health, notifications, openapi, rooms, users
 
     api = Blueprint("api", __name__, url_prefix="/api")
     api.register_blueprint(auth.bp)
@@ -149,5 +175,7 @@ def register_blueprints(app: Flask) -> None:
     api.register_blueprint(notifications.bp)
     api.register_blueprint(rooms.bp)
     api.register_blueprint(users.bp)
+    api.register_blueprint(asyncapi.bp)  # GET /api/asyncapi.json
     app.register_blueprint(api)
+    app.register_blueprint(openapi.bp)  # GET /api/openapi.json, /api/errors, /api/docs
     app.register_blueprint(health.bp)

@@ -41,6 +41,7 @@ from nexus.dashboard.forms import (
 from nexus import outages
 from nexus.errors import NexusError
 from nexus.extensions import db, http_limiter
+from nexus.logs import log_event
 from nexus.models import BROADCAST_KINDS, ROLES, User
 from nexus.realtime import events
 from nexus.schemas import load
@@ -196,7 +197,9 @@ def _unexpected(error: Exception):
         page, status = _error_page(refused.status, refused.code, refused.message)
         return page, status, outages.retry_after_header(refused)
     reference = uuid.uuid4().hex[:12]
-    log.error("internal error ref=%s %s %s", reference, request.method, request.path, exc_info=error)
+    log_event(log, "internal_error", "internal error ref={ref} {method} {path}", level=logging.ERROR, exc_info=error,
+              ref=reference, method=request.method, path=request.path,
+              requestId=request.environ.get("nexus.request_id"))
     db.session.rollback()
     return _error_page(500, "INTERNAL_ERROR", f"Something went wrong on the server (reference {reference}).")
 
@@ -291,7 +294,8 @@ def login():
     g.pop("csrf_token", None)
     session.permanent = True
     session[SESSION_KEY] = {"uid": user.id, "since": time.time(), "key": _fingerprint(user)}
-    log.info("dashboard sign-in user=%s from %s", user.username, request.remote_addr)
+    log_event(log, "dashboard_sign_in", "dashboard sign-in user={username} from {client}", username=user.username,
+              client=request.remote_addr)
     return redirect(next_url or url_for("dashboard.overview"))
 
 
@@ -489,7 +493,8 @@ def broadcasts_page():
     query = load(BroadcastListSchema(), {**request.args.to_dict(), "limit": PAGE_SIZE})
     history = broadcasts.list_broadcasts(kind=query["kind"], before=query["before"], limit=query["limit"])
     recipients = users.usernames(
-        int(row["target"]) for row in history["broadcasts"] if row["kind"] == "user" and (row["target"] or "").isdigit()
+        int(row["target"]) for row in history["broadcasts"]
+        if row["kind"] == "user" and (row["target"] or "").isascii() and row["target"].isdigit()
     )
     page = render_template(
         "dashboard/broadcasts.html",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 from marshmallow import Schema, ValidationError
@@ -19,8 +20,49 @@ def schema(cls: type[Schema], **options: Any) -> Schema:
     return cls(**options)
 
 
+#: Characters no text column can store: NUL (PostgreSQL refuses it) and UTF-16 surrogates, which
+#: only a JSON escape without its pair (\\ud800) can bring and no UTF-8 encoder can write.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE_ERROR = "Must not contain NUL or unpaired surrogate characters."
+
+
+def unstorable(value: Any, where: str = "") -> str | None:
+    """Where in `value` (strings, and lists and objects of them, keys included) a string holds a
+    character no database can store: "" for `value` itself, else a dotted path; None if nowhere."""
+    pending: list[tuple[Any, str]] = [(value, where)]
+    while pending:
+        node, path = pending.pop()
+        if type(node) is str:
+            if UNSTORABLE.search(node):
+                return path
+        elif isinstance(node, dict):
+            for key, item in node.items():
+                name = str(key)
+                if UNSTORABLE.search(name):  # named without the characters it is refused for
+                    return f"{path}.{UNSTORABLE.sub('?', name)}" if path else UNSTORABLE.sub("?", name)
+                pending.append((item, f"{path}.{name}" if path else name))
+        elif isinstance(node, (list, tuple)):
+            pending.extend((item, f"{path}.{index}" if path else str(index)) for index, item in enumerate(node))
+    return None
+
+
+def unstorable_refusal(field: str) -> NexusError:
+    """The VALIDATION_ERROR for `field` ("" for the payload itself) holding such a string."""
+    return NexusError("VALIDATION_ERROR", f"{field}: {UNSTORABLE_ERROR}" if field else UNSTORABLE_ERROR,
+                      details={field or "_schema": [UNSTORABLE_ERROR]})
+
+
+def refuse_unstorable(value: Any, where: str = "") -> None:
+    """VALIDATION_ERROR naming the field when `value` holds a string no database can store."""
+    path = unstorable(value, where)
+    if path is not None:
+        raise unstorable_refusal(path)
+
+
 def load(schema: Schema, data: Any) -> Any:
-    """Validate with a schema; bad input becomes a VALIDATION_ERROR carrying the field messages."""
+    """Validate with a schema; bad input becomes a VALIDATION_ERROR carrying the field messages.
+    A string no database can store is refused wherever it is, before the schema sees it."""
+    refuse_unstorable(data)
     try:
         return schema.load(data)
     except ValidationError as exc:

@@ -145,12 +145,20 @@ def test_empty_query_lists_everyone_but_banned_users_only_for_admins(client, peo
         ("o'b", ["obrien"]),
         ('"', []),
         ("1=1 OR 'a'='a", []),
-        ("ali\x00", ["alice"]),
+        ("ali\x01ce", ["alice"]),  # control characters are dropped
     ],
 )
 def test_search_text_is_literal(client, db, people, token_for, q, expected):
     assert names(search(client, token_for, people["alice"], q=q)) == expected
     assert db.session.scalar(select(func.count()).select_from(User)) == len(people)
+
+
+def test_search_text_with_nul_is_refused_naming_the_parameter(client, people, token_for):
+    # NUL, which PostgreSQL cannot hold in text, is refused wherever it is sent.
+    refused = search(client, token_for, people["alice"], q="ali\x00")
+    assert refused.status_code == 400
+    assert refused.get_json()["error"]["code"] == "VALIDATION_ERROR"
+    assert list(refused.get_json()["error"]["details"]) == ["q"]
 
 
 def test_pages_cover_every_match_once_in_username_order(client, make_user, token_for):

@@ -601,3 +601,15 @@ def test_sign_in_attempts_are_rate_limited(app_factory):
     refused = client.post("/dashboard/login", data={"username": "x", "password": "y", "csrf_token": token})
     assert "Too many attempts" in refused.get_data(as_text=True) and refused.mimetype == "text/html"
     assert client.get("/dashboard/login").status_code == 200  # the page itself still loads
+
+
+def test_a_form_or_query_with_nul_is_a_400_page_not_a_server_error(client, signed_in):
+    """NUL, which PostgreSQL refuses in text, in the sign-in form and in a search: a 400 page
+    naming the field, on either database."""
+    refused = client.post("/dashboard/login", data={"username": "ro\x00ot", "password": "x",
+                                                     "csrf_token": csrf(client, "/dashboard/")})
+    assert refused.status_code == 400
+    assert "username" in refused.get_data(as_text=True)
+    searched = signed_in.get("/dashboard/users?q=a%00b")
+    assert searched.status_code == 400 and "q:" in searched.get_data(as_text=True)
+    assert signed_in.get("/dashboard/users?q=ab").status_code == 200

@@ -57,7 +57,6 @@ CLOSES = {
     "integer of 4000 digits": '420["get_history",{"roomId":"general","limit":' + "9" * 4000 + "}]",
     "1e999": '420["get_history",{"roomId":"general","limit":1e999}]',
     "NaN": '420["ping",NaN]',
-    "lone surrogate": '420["ping",{"timestamp":"\\ud800"}]',
     "CONNECT_ERROR sent by a client": '44{"message":"x"}',
     "attachment count over 10 digits": '4512345678901-["ping",{"_placeholder":true,"num":0}]',
     "binary event announcing 11 attachments": '4511-["ping",' + ",".join(
@@ -118,6 +117,11 @@ REFUSED = {
                                       {"VALIDATION_ERROR", "USER_NOT_FOUND", "NOT_FOUND"}),
     "notification_read with a 2**64 id": ('420["notification_read",{"id":' + _id(2**64) + "}]",
                                           {"VALIDATION_ERROR", "NOT_FOUND"}),
+    # JSON.stringify escapes a string cut inside an emoji this way: refused, the connection stays.
+    "send_message with half an emoji": ('420["send_message",{"roomId":"lobby","content":"cut \\ud83d"}]',
+                                        {"VALIDATION_ERROR"}),
+    "ping with a lone low surrogate": ('420["ping",{"timestamp":"\\udc00"}]', {"VALIDATION_ERROR"}),
+    "join_room with NUL in the name": ('420["join_room","lob\\u0000by"]', {"VALIDATION_ERROR"}),
     "send_message to a 2**53 user": ('420["send_message",{"to":' + _id(2**53) + ',"content":"x"}]',
                                      {"VALIDATION_ERROR", "USER_NOT_FOUND"}),
 }
