@@ -1,6 +1,7 @@
 """Configuration: the only module that reads the environment."""
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import secrets
@@ -70,6 +71,9 @@ class Config:
     max_payload_bytes: int = 1_000_000
     max_attachments: int = 10
     connect_timeout_ms: int = 45_000
+    # Namespace CONNECTs handled at once (token, presence, welcome); the rest wait their turn, so a
+    # reconnect storm cannot starve the events of the connections already open.
+    connects_in_flight: int = 32
     websocket_compression: bool = False
     max_backlog_bytes: int = 8 * 1024 * 1024
     # The HTTP/WebSocket edge (nexus.server): timeouts before a request is read, connections per
@@ -81,6 +85,9 @@ class Config:
     websocket_frame_burst: int = 10_000
     # An outbox entry still unpublished this long after its commit is published by any instance.
     outbox_stale_s: float = 3.0
+    # Sent messages arriving within this many milliseconds of one another while the server is busy are
+    # written in one transaction (a lone message is written at once); 0: one transaction per message.
+    group_commit_ms: int = 2
     # Test-only places where the process kills itself on purpose ({point: key prefix}); never in production.
     fault_points: dict[str, str] = field(default_factory=dict)
     auto_migrate: bool = True
@@ -132,6 +139,8 @@ class Config:
 
         redis_url = _redis_url(env)
         queue_url = _queue_url(env, "MESSAGE_QUEUE_URL")
+        celery_broker_url = _queue_url(env, "CELERY_BROKER_URL")
+        _require_drivers(env, database_url, redis_url, queue_url, celery_broker_url)
         if queue_url is None and redis_url and env.flag("SOCKETIO_REDIS_ENABLED", default=False):
             queue_url = redis_url
 
@@ -157,7 +166,7 @@ class Config:
             instance_id=env.text("NEXUS_INSTANCE_ID", default="") or f"{os.uname().nodename}-{os.getpid()}",
             database_url=database_url,
             message_queue_url=queue_url,
-            celery_broker_url=_queue_url(env, "CELERY_BROKER_URL"),
+            celery_broker_url=celery_broker_url,
             redis_url=redis_url,
             queue_channel=env.text("SOCKETIO_REDIS_PREFIX", default="nexus"),
             jwt_secret=jwt_secret,
@@ -197,6 +206,7 @@ class Config:
             max_payload_bytes=env.integer("SOCKETIO_MAX_PAYLOAD", default=1_000_000, minimum=1024, maximum=100_000_000),
             max_attachments=env.integer("NEXUS_MAX_ATTACHMENTS", default=10, minimum=0, maximum=1000),
             connect_timeout_ms=env.integer("NEXUS_CONNECT_TIMEOUT_MS", default=45_000, minimum=100, maximum=600_000),
+            connects_in_flight=env.integer("NEXUS_CONNECTS_IN_FLIGHT", default=32, minimum=1, maximum=10_000),
             websocket_compression=env.flag("SOCKETIO_WEBSOCKET_COMPRESSION", default=False),
             max_backlog_bytes=env.integer(
                 "NEXUS_MAX_BACKLOG_BYTES", default=8 * 1024 * 1024, minimum=65_536, maximum=1_000_000_000
@@ -209,6 +219,7 @@ class Config:
             websocket_frame_rate=env.integer("NEXUS_WS_FRAME_RATE", default=2000, minimum=1, maximum=1_000_000),
             websocket_frame_burst=env.integer("NEXUS_WS_FRAME_BURST", default=10_000, minimum=1, maximum=100_000_000),
             outbox_stale_s=env.integer("NEXUS_OUTBOX_STALE_MS", default=3000, minimum=200, maximum=600_000) / 1000,
+            group_commit_ms=env.integer("NEXUS_GROUP_COMMIT_MS", default=2, minimum=0, maximum=1000),
             fault_points=_fault_points(env, production),
             auto_migrate=env.flag("NEXUS_AUTO_MIGRATE", default=not production),
             create_demo_users=env.flag("NEXUS_DEMO_USERS", default=not production),
@@ -311,6 +322,42 @@ def normalize_database_url(value: str, instance_path: str) -> str:
     return value
 
 
+def _require_drivers(
+    env: _Reader, database_url: str, redis_url: str | None, queue_url: str | None, celery_broker_url: str | None
+) -> None:
+    """Refuse at start, naming the variable and the extra to install, a URL whose client package is
+    missing (the base install has neither the PostgreSQL driver nor the Redis client)."""
+    dialect, _, driver = database_url.split("://", 1)[0].partition("+")
+    if dialect == "postgresql":
+        _require_package("DATABASE_URL", "PostgreSQL", driver or "psycopg2")
+    redis_variable = next(
+        (name for name in ("REDIS_SENTINELS", "REDIS_URL", "REDIS_HOST") if env.raw(name)), "REDIS_URL"
+    )
+    for variable, url in (
+        (redis_variable, redis_url), ("MESSAGE_QUEUE_URL", queue_url), ("CELERY_BROKER_URL", celery_broker_url)
+    ):
+        if url and url.startswith(REDIS_SCHEMES):
+            _require_package(variable, "Redis", "redis")
+
+
+#: The extras of Nexus that install a client package (setup.cfg), by the package's import name.
+EXTRAS = {"psycopg": "postgres", "redis": "redis"}
+
+
+def _require_package(variable: str, service: str, module: str) -> None:
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        missing = isinstance(exc, ModuleNotFoundError) and (exc.name or module).split(".")[0] == module
+        state = "is not installed" if missing else f"cannot be imported ({exc})"
+        remedy = (
+            f"install Nexus with its {EXTRAS[module]} extra: pip install -e '.[{EXTRAS[module]}]'"
+            if module in EXTRAS
+            else f"install it: pip install {module}"
+        )
+        raise ConfigError(variable, f"points at {service} but the {module} package {state}; {remedy}") from None
+
+
 def _redis_url(env: _Reader) -> str | None:
     sentinels = env.raw("REDIS_SENTINELS")
     if sentinels is not None:
@@ -338,6 +385,7 @@ def _redis_url(env: _Reader) -> str | None:
 
 
 SENTINEL_PREFIX = "redis+sentinel://"
+REDIS_SCHEMES = ("redis://", "rediss://", SENTINEL_PREFIX)
 SENTINEL_PORT = 26379
 DEFAULT_SENTINEL_MASTER = "mymaster"
 _MASTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -385,7 +433,7 @@ class SentinelAddress:
             raise ConfigError(variable, f"{master!r} is not a Sentinel master name")
         db = 0
         if len(parts) == 2:
-            if not parts[1].isdigit() or int(parts[1]) > 1_000:
+            if not (parts[1].isascii() and parts[1].isdigit()) or int(parts[1]) > 1_000:
                 raise ConfigError(variable, f"the database number must be a whole number, got {parts[1]!r}")
             db = int(parts[1])
         return cls(_sentinel_hosts(variable, hosts.split(",")), master, db, username, password, sentinel_password)

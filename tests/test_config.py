@@ -1,6 +1,7 @@
 """Configuration: defaults, the SOCKETIO_*, FRONTEND_URL and REDIS_* variables, and refusals that name the variable."""
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 import sys
@@ -146,7 +147,58 @@ def test_the_procfile_server_refuses_to_start_and_names_the_variable(tmp_path):
     )
     assert result.returncode == 3  # gunicorn gives up instead of respawning the worker forever
     assert "nexus: configuration error: JWT_SECRET: is required when NEXUS_ENV=production" in result.stderr
+    # Production logs are JSON, the refusal too: one object with the variable as a field.
+    [refusal] = [json.loads(line) for line in result.stderr.splitlines() if "configuration error" in line]
+    assert (refusal["event"], refusal["variable"], refusal["level"]) == ("configuration_error", "JWT_SECRET", "ERROR")
     assert result.stderr.count("Booting worker") == 1
+
+
+POSTGRES_EXTRA = "install Nexus with its postgres extra: pip install -e '.[postgres]'"
+REDIS_EXTRA = "install Nexus with its redis extra: pip install -e '.[redis]'"
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable", "missing"),
+    [
+        ({"DATABASE_URL": "postgres://u:secret@db.example.com/app"}, "DATABASE_URL", "psycopg"),
+        ({"MESSAGE_QUEUE_URL": "redis://127.0.0.1:6379/0"}, "MESSAGE_QUEUE_URL", "redis"),
+        ({"REDIS_URL": "rediss://cache:6380/1"}, "REDIS_URL", "redis"),
+        ({"REDIS_HOST": "cache.internal"}, "REDIS_HOST", "redis"),
+        ({"REDIS_SENTINELS": "s1:26379,s2"}, "REDIS_SENTINELS", "redis"),
+        ({"MESSAGE_QUEUE_URL": "sentinel://s1:26379;sentinel://s2:26379"}, "MESSAGE_QUEUE_URL", "redis"),
+        ({"CELERY_BROKER_URL": "redis://broker/0"}, "CELERY_BROKER_URL", "redis"),
+    ],
+)
+def test_a_url_whose_client_package_is_missing_names_the_extra(tmp_path, monkeypatch, environ, variable, missing):
+    monkeypatch.setitem(sys.modules, missing, None)  # what Python does for a package that is not installed
+    with pytest.raises(ConfigError) as error:
+        load(tmp_path, **environ)
+    service, extra = ("PostgreSQL", POSTGRES_EXTRA) if missing == "psycopg" else ("Redis", REDIS_EXTRA)
+    assert str(error.value) == f"{variable}: points at {service} but the {missing} package is not installed; {extra}"
+    assert "secret" not in str(error.value)  # the URL's password stays out of the message
+
+
+def test_urls_that_need_no_optional_package_start_without_them(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    monkeypatch.setitem(sys.modules, "redis", None)
+    config = load(
+        tmp_path, MESSAGE_QUEUE_URL="amqp://guest:guest@mq:5672//", DATABASE_URL=f"sqlite:///{tmp_path}/a.db"
+    )
+    assert config.message_queue_url.startswith("amqp://") and config.database_url.startswith("sqlite:")
+
+
+def test_serve_without_the_redis_package_stops_with_a_configuration_error(tmp_path):
+    # `nexus serve` in a process where the redis package cannot be imported (a base install).
+    code = "import sys; sys.modules['redis'] = None; from nexus.__main__ import main; main()"
+    env = {"PATH": "/usr/bin:/bin", "NEXUS_INSTANCE_PATH": str(tmp_path), "MESSAGE_QUEUE_URL": "redis://127.0.0.1/0"}
+    result = subprocess.run(
+        [sys.executable, "-c", code, "serve"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "nexus: configuration error: MESSAGE_QUEUE_URL: points at Redis but the redis package is not installed; "
+        + REDIS_EXTRA
+    )
 
 
 KEY_A = "svcA-" + "q7Lm2Xz9Rt" * 3
@@ -295,6 +347,7 @@ def test_redis_behind_sentinel_as_urls(tmp_path):
         ({"REDIS_SENTINELS": "s1", "REDIS_SENTINEL_MASTER": "my master"}, "REDIS_SENTINEL_MASTER", "master name"),
         ({"REDIS_URL": "redis+sentinel:///mymaster"}, "REDIS_URL", "lists no Sentinel"),
         ({"REDIS_URL": "redis+sentinel://a/m/x"}, "REDIS_URL", "database number"),
+        ({"REDIS_URL": "redis+sentinel://a/m/\u00b3"}, "REDIS_URL", "database number"),  # a digit int() refuses
         ({"REDIS_URL": "redis+sentinel://a/m/0/extra"}, "REDIS_URL", "/master-name/db"),
         ({"REDIS_URL": "redis+sentinel://a/m?password=x"}, "REDIS_URL", "unknown option"),
         ({"MESSAGE_QUEUE_URL": "redis+sentinel://a:b/m"}, "MESSAGE_QUEUE_URL", "is not host:port"),

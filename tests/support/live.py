@@ -85,13 +85,13 @@ class Seeder:
 class LiveServer:
     """One running Nexus process."""
 
-    def __init__(self, command: list[str], env: dict[str, str], port: int, log_path: Path):
+    def __init__(self, command: list[str], env: dict[str, str], port: int, log_path: Path, *, cwd: Path = ROOT):
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            command, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
     def wait_ready(self, timeout: float = 30) -> None:
