@@ -7,6 +7,14 @@
 //   rate      --receivers R --duration-s D --rate 5    one sender at a fixed rate
 //   rtt       --clients C --duration-s D               ping with ack in a loop
 //   history   --rooms name:lastSeq,... [--iterations 200] get_history pages (Nexus only)
+//   chat      --clients 1000 --chat-rooms 20 --senders 200 --duration-s D [--room-prefix chat_]
+//             the clients split into rooms of clients/chat-rooms (client c in room c div size,
+//             named PREFIX00, PREFIX01, ...); the first senders/chat-rooms of each room send, each
+//             waiting for its ack before its next send, the others receive
+//   storm     --clients N [--storm-concurrency 500] [--control-interval-ms 20]
+//             N idle clients and a control client; all N dropped at once and reopened, at most
+//             storm-concurrency handshakes in flight; the control client (a child process running
+//             the internal scenario `control`) pings throughout
 // Common: --tokens FILE (JSON {"users": [{"id", "token"}]}; client i uses user i mod count),
 //   --room bench, --connect-concurrency 200, --barriers 1 (after each phase line, wait for a
 //   line on stdin: the driver samples the server's memory and CPU there), --timeout-s 120.
@@ -51,6 +59,11 @@ const opts = {
   drainMaxS: 20,
   contentBytes: 64,
   clientMsgId: 0,
+  chatRooms: 20,
+  senders: 200,
+  roomPrefix: "chat_",
+  stormConcurrency: 500,
+  controlIntervalMs: 20,
   barriers: 0,
   timeoutS: 120,
   ...parseArgs(process.argv.slice(2)),
@@ -186,10 +199,10 @@ function count(table, key) {
 
 let clientCounter = 0;
 
-/** Connect one client to a server; resolves with the socket once `connected` arrived, or null. */
-function openClient(url) {
-  const index = clientCounter;
-  clientCounter += 1;
+/** Connect one client to a server; resolves with the socket once `connected` arrived, or null.
+ * Client number `index` (by default the next one) uses account index mod the number of accounts. */
+function openClient(url, index = clientCounter) {
+  clientCounter = Math.max(clientCounter, index + 1);
   const user = users.length ? users[index % users.length] : { id: index + 1, token: "node-bench" };
   return new Promise((resolve) => {
     const socket = io(url, {
@@ -201,7 +214,16 @@ function openClient(url) {
     });
     sockets.push(socket);
     let settled = false;
+    // A server that accepts the connection but never sends `connected` (it failed to greet) must not
+    // hold the run: after the connect timeout the client counts as failed.
+    const greeting = setTimeout(() => {
+      count(result.errors.connect, socket.connected ? "no_connected_event" : "timeout");
+      socket.benchClosing = true;
+      socket.disconnect();
+      settle(null);
+    }, opts.connectTimeoutS * 1000 + 1000);
     const settle = (value) => {
+      clearTimeout(greeting);
       if (!settled) {
         settled = true;
         resolve(value);
@@ -226,19 +248,22 @@ function openClient(url) {
   });
 }
 
-/** Connect `n` clients spread over the servers, at most connectConcurrency opening at once. */
-async function openClients(n, { first = 0 } = {}) {
+/** Connect `n` clients spread over the servers, at most `concurrency` opening at once; with `gaps`,
+ * the result keeps a null where a client failed, so that position i is client number base + i. */
+async function openClients(n, { first = 0, gaps = false, concurrency = opts.connectConcurrency, base = null } = {}) {
   const opened = new Array(n);
+  const start = base === null ? clientCounter : base;
+  clientCounter = Math.max(clientCounter, start + n);
   let next = 0;
   const worker = async () => {
     while (next < n) {
       const i = next;
       next += 1;
-      opened[i] = await openClient(urls[(first + i) % urls.length]);
+      opened[i] = await openClient(urls[(first + i) % urls.length], start + i);
     }
   };
-  await Promise.all(Array.from({ length: Math.min(n, opts.connectConcurrency) }, worker));
-  return opened.filter(Boolean);
+  await Promise.all(Array.from({ length: Math.min(n, concurrency) }, worker));
+  return gaps ? opened.map((socket) => socket || null) : opened.filter(Boolean);
 }
 
 function emitWithAck(socket, event, payload) {
@@ -254,14 +279,18 @@ function ackFailed(response) {
   return true;
 }
 
-async function joinAll(clients) {
+/** Every client joins its room (`roomOf(socket)`, by default the --room); returns how many did. */
+async function joinAll(clients, roomOf = () => opts.room) {
   let next = 0;
   let joined = 0;
   const worker = async () => {
     while (next < clients.length) {
       const socket = clients[next];
       next += 1;
-      if (!ackFailed(await emitWithAck(socket, "join_room", { roomId: opts.room }))) joined += 1;
+      if (!ackFailed(await emitWithAck(socket, "join_room", { roomId: roomOf(socket) }))) {
+        socket.benchJoined = true;
+        joined += 1;
+      }
     }
   };
   await Promise.all(Array.from({ length: Math.min(clients.length, opts.connectConcurrency) }, worker));
@@ -312,6 +341,13 @@ async function fanoutSetup() {
   if (senderJoined !== 1) throw new Error("the sender could not join the room");
   log(`${receivers.length} receivers and a sender connected, ${joined} joined ${opts.room}`);
 
+  const { runId, delivery, tally, onMessage } = deliveryCounter();
+  for (const socket of receivers) socket.on("room_message", onMessage);
+  return { receivers, sender, runId, delivery, tally };
+}
+
+/** A run id for the message contents, and a room_message listener that times this run's deliveries. */
+function deliveryCounter() {
   const runId = Math.random().toString(36).slice(2, 8);
   const delivery = new Histogram();
   const tally = { received: 0, foreign: 0, firstSend: null, lastDelivery: null };
@@ -326,8 +362,7 @@ async function fanoutSetup() {
     tally.received += 1;
     tally.lastDelivery = t;
   };
-  for (const socket of receivers) socket.on("room_message", onMessage);
-  return { receivers, sender, runId, delivery, tally };
+  return { runId, delivery, tally, onMessage };
 }
 
 function messageContent(runId, i, sentAt) {
@@ -336,11 +371,11 @@ function messageContent(runId, i, sentAt) {
 }
 
 /** After sending: wait for the acks, then for the deliveries (bounded), and report. */
-async function fanoutDrain(state, sending) {
-  const { receivers, delivery, tally } = state;
+async function fanoutDrain(state, sending, expectedOf = (acked) => acked * state.receivers.length) {
+  const { delivery, tally } = state;
   const ackDeadline = now() + opts.drainMaxS * 1000;
   while (sending.inflight > 0 && now() < ackDeadline) await sleep(5);
-  const expected = sending.acked * receivers.length;
+  const expected = expectedOf(sending.acked);
   let lastSeen = tally.received;
   let lastProgress = now();
   const deadline = now() + opts.drainMaxS * 1000;
@@ -517,6 +552,213 @@ async function scenarioHistory() {
   await closeAll();
 }
 
+/** Persisted chat: rooms of clients/chat-rooms members, a few senders in each, each sender waiting for
+ * its ack (sent by Nexus after the commit) before the next send; every member receives. */
+async function scenarioChat() {
+  const rooms = Math.max(1, opts.chatRooms);
+  const size = Math.floor(opts.clients / rooms);
+  const sendersPerRoom = Math.max(1, Math.min(size, Math.floor(opts.senders / rooms)));
+  if (size < 1) throw new Error(`${opts.clients} clients cannot fill ${rooms} rooms`);
+  const roomName = (r) => `${opts.roomPrefix}${String(r).padStart(2, "0")}`;
+  const all = await openClients(rooms * size, { gaps: true, base: 0 });
+  const members = [];
+  const senders = [];
+  all.forEach((socket, c) => {
+    if (!socket) return;
+    socket.benchRoom = roomName(Math.floor(c / size));
+    members.push(socket);
+    if (c % size < sendersPerRoom) senders.push(socket);
+  });
+  result.clients = members.length;
+  if (members.length === 0) throw new Error("no client connected");
+  const joined = await joinAll(members, (socket) => socket.benchRoom);
+  result.joined = joined;
+  const perRoom = new Map();
+  for (const socket of members) {
+    if (socket.benchJoined) perRoom.set(socket.benchRoom, (perRoom.get(socket.benchRoom) || 0) + 1);
+  }
+  log(`${members.length} clients in ${rooms} rooms of ${size} (${joined} joined), ${senders.length} senders`);
+
+  const state = { ...deliveryCounter(), receivers: members };
+  for (const socket of members) socket.on("room_message", state.onMessage);
+  await phase("measure_start", { clients: members.length, senders: senders.length });
+  const cpu = new CpuMeter();
+  const sending = { sent: 0, acked: 0, inflight: 0, ackLatency: new Histogram(), seconds: 0 };
+  const ackedPerRoom = new Map();
+  const started = now();
+  state.tally.firstSend = started;
+  const end = started + opts.durationS * 1000;
+  const loop = async (socket) => {
+    while (now() < end && socket.connected) {
+      sending.sent += 1;
+      sending.inflight += 1;
+      const sentAt = now();
+      const content = messageContent(state.runId, sending.sent, sentAt);
+      const response = await emitWithAck(socket, "send_message", { roomId: socket.benchRoom, content });
+      sending.inflight -= 1;
+      sending.ackLatency.add(now() - sentAt);
+      if (!ackFailed(response)) {
+        sending.acked += 1;
+        ackedPerRoom.set(socket.benchRoom, (ackedPerRoom.get(socket.benchRoom) || 0) + 1);
+      }
+    }
+  };
+  // Each sender's loop stops at the deadline; one whose ack never comes is left to the drain bound.
+  await Promise.race([Promise.all(senders.map(loop)), sleep(opts.durationS * 1000 + opts.drainMaxS * 1000)]);
+  sending.seconds = (now() - started) / 1000;
+  const expectedOf = () => [...ackedPerRoom].reduce((sum, [room, acked]) => sum + acked * (perRoom.get(room) || 0), 0);
+  await fanoutDrain(state, sending, expectedOf);
+  result.rooms = rooms;
+  result.roomSize = size;
+  result.senders = senders.length;
+  result.genCpuPercent = cpu.percent();
+  log(`${result.acked} messages acked, ${result.messagesPerSecond}/s, ack p99 ${result.ackLatencyMs.p99} ms, ` +
+      `${result.deliveries}/${result.deliveriesExpected} deliveries`);
+  await phase("measure_end", { acked: result.acked });
+  await closeAll();
+}
+
+/** Reconnect storm: N idle clients dropped at once (their transports closed, as by a network blip or a
+ * restart) and reopened at once, at most storm-concurrency handshakes in flight. A control client in a
+ * process of its own (so that this one's busy event loop does not delay its acks) stays connected and
+ * sends a ping with ack every control-interval-ms throughout. */
+async function scenarioStorm() {
+  const control = await startControl();
+  const clients = await openClients(opts.clients, { gaps: true, base: 1 }); // as scenario a: connectConcurrency
+  const held = clients.filter(Boolean);
+  result.requested = opts.clients;
+  result.connectedBefore = held.length;
+  log(`${held.length}/${opts.clients} clients and the control client connected`);
+  await phase("held", { clients: held.length + 1 });
+
+  await phase("measure_start", { clients: held.length });
+  const cpu = new CpuMeter();
+  await control.start();
+  await sleep(200); // the control client's baseline before the storm
+
+  const reconnect = new Histogram();
+  const dropped = now();
+  for (const socket of held) {
+    socket.benchClosing = true;
+    socket.io.engine.close(); // the transport goes away; no Socket.IO DISCONNECT packet is sent
+  }
+  const indexes = [];
+  clients.forEach((socket, i) => socket && indexes.push(1 + i));
+  let next = 0;
+  let back = 0;
+  let lastBack = null;
+  const worker = async () => {
+    while (next < indexes.length) {
+      const index = indexes[next];
+      next += 1;
+      const socket = await openClient(urls[0], index);
+      if (socket) {
+        back += 1;
+        lastBack = now();
+        reconnect.add(lastBack - dropped);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(indexes.length, opts.stormConcurrency) }, worker));
+  result.genCpuPercent = cpu.percent();
+  await sleep(500); // the control client's tail after the storm
+  const pings = await control.stop();
+  Object.assign(result, {
+    reconnected: back,
+    reconnectSeconds: lastBack === null ? null : round3((lastBack - dropped) / 1000),
+    reconnectMs: reconnect.summary(),
+    controlPings: pings.sent,
+    controlUnanswered: pings.unanswered,
+    controlStayedConnected: pings.stayedConnected,
+    controlPingMs: pings.latencyMs,
+  });
+  log(`${back}/${indexes.length} back in ${result.reconnectSeconds}s; control ping p99 ` +
+      `${pings.latencyMs.p99} ms, max ${pings.latencyMs.max} ms, ${pings.unanswered} unanswered`);
+  await phase("measure_end", { reconnected: back });
+  await closeAll();
+}
+
+/** Fork the control client (this file, scenario `control`, same options); start() and stop() it over IPC. */
+async function startControl() {
+  const { fork } = require("node:child_process");
+  const args = ["control", "--url", urls[0], "--control-interval-ms", String(opts.controlIntervalMs),
+    "--timeout-s", String(opts.timeoutS), "--connect-timeout-s", String(opts.connectTimeoutS)];
+  if (opts.tokens) args.push("--tokens", String(opts.tokens));
+  const child = fork(__filename, args, { stdio: ["ignore", "ignore", "inherit", "ipc"] });
+  const replies = [];
+  const waiters = [];
+  child.on("message", (message) => (waiters.length ? waiters.shift()(message) : replies.push(message)));
+  child.on("exit", (code) => {
+    while (waiters.length) waiters.shift()({ failure: `the control client exited with ${code}` });
+  });
+  const reply = () => new Promise((resolve) => (replies.length ? resolve(replies.shift()) : waiters.push(resolve)));
+  const checked = async () => {
+    const message = await reply();
+    if (message.failure) throw new Error(message.failure);
+    return message;
+  };
+  await checked(); // connected
+  return {
+    start: async () => {
+      child.send({ command: "start" });
+      await checked();
+    },
+    stop: async () => {
+      child.send({ command: "stop" });
+      const summary = await checked();
+      child.disconnect();
+      return summary;
+    },
+  };
+}
+
+/** The control client's side: connect (account 0), then ping every control-interval-ms between the
+ * parent's start and stop; reply with the round trips' summary. */
+async function scenarioControl() {
+  const [control] = await openClients(1, { base: 0 });
+  if (!control) {
+    process.send({ failure: "the control client could not connect" });
+    return;
+  }
+  let dropped = false;
+  control.on("disconnect", () => {
+    if (!finished) dropped = true;
+  });
+  const pings = new Histogram();
+  let sent = 0;
+  let ticker = null;
+  const done = new Promise((resolve) => {
+    process.on("message", (message) => {
+      if (message.command === "start") {
+        ticker = setInterval(() => {
+          if (!control.connected) return;
+          sent += 1;
+          const t = now();
+          control.emit("ping", (response) => {
+            pings.add(now() - t);
+            ackFailed(response);
+          });
+        }, opts.controlIntervalMs);
+        process.send({ started: true });
+      } else if (message.command === "stop") {
+        clearInterval(ticker);
+        resolve();
+      }
+    });
+  });
+  process.send({ connected: true });
+  await done;
+  const deadline = now() + opts.drainMaxS * 1000;
+  while (pings.count < sent && now() < deadline) await sleep(5);
+  process.send({
+    sent,
+    unanswered: sent - pings.count,
+    stayedConnected: control.connected && !dropped,
+    ackErrors: result.errors.ack,
+    latencyMs: pings.summary(),
+  });
+}
+
 function round3(value) {
   return Math.round(value * 1000) / 1000;
 }
@@ -527,6 +769,9 @@ const scenarios = {
   rate: scenarioRate,
   rtt: scenarioRtt,
   history: scenarioHistory,
+  chat: scenarioChat,
+  storm: scenarioStorm,
+  control: scenarioControl,
 };
 
 async function main() {
