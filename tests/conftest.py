@@ -17,6 +17,7 @@ from nexus.realtime import broadcast
 from tests.support import services
 from tests.support.cluster import BROKERS, Client, MessageQueue
 from tests.support.live import LiveServerFactory, database_for_test
+from tests.support.openapi import DocumentedClient
 
 TEST_SECRET = "test-secret-" + "x" * 40
 
@@ -77,6 +78,8 @@ def db(app):
 
 @pytest.fixture
 def client(app):
+    """Flask's test client; every REST answer it gets is checked against the OpenAPI document."""
+    app.test_client_class = DocumentedClient
     return app.test_client()
 
 

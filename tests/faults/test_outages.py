@@ -224,6 +224,9 @@ class Sender(threading.Thread):
                 except socketio.exceptions.SocketIOError:  # reconnecting
                     time.sleep(0.2)
                     continue
+                if _code(ack) == "NOT_IN_ROOM":  # reconnected: the new socket joins the room, then sends again
+                    self.rejoin()
+                    continue
                 with self.record.lock:
                     self.record.acks.append((time.monotonic(), self.url, ack))
                 if ack.get("success"):
@@ -236,6 +239,12 @@ class Sender(threading.Thread):
                     continue
                 break  # anything else is recorded and asserted on
             self.halt.wait(0.05)
+
+    def rejoin(self) -> None:
+        with contextlib.suppress(socketio.exceptions.SocketIOError):
+            ack = self.sio.call("join_room", ROOM, timeout=10)
+            if _code(ack) == "UNAVAILABLE":
+                self.halt.wait(min(ack["error"].get("retryAfterMs") or 0, MAX_RETRY_AFTER_MS) / 1000)
 
     def close(self) -> None:
         self.sio.reconnection = False

@@ -68,6 +68,25 @@ class RawConnection:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
+    def wait_read_by_server(self, timeout: float = 5.0) -> None:
+        """Wait until the server has read everything sent so far: the receive queue of its end of
+        this connection (the kernel's /proc/net/tcp row for it) is empty. A drain tells a request
+        still waiting in that queue (served, then the connection closes) from one the server is
+        reading (cut at once), so a test must know which it holds."""
+        local_port = self.sock.getsockname()[1]
+        server_port = self.sock.getpeername()[1]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+                fields = line.split()
+                local, remote, queues = fields[1], fields[2], fields[4]
+                if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == local_port:
+                    if int(queues.split(":")[1], 16) == 0:
+                        return
+                    break
+            time.sleep(0.01)
+        raise AssertionError("the server never read what this connection sent")
+
     def ended_by_server(self) -> bool:
         state = self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
         return state in TCP_CLOSED_BY_PEER
@@ -198,6 +217,7 @@ def test_sigterm_exits_within_the_grace_whatever_clients_hold_open(tmp_path):
                 conn.request("/api/rooms", g.token("tab0"))
             half = RawConnection(victim.port)
             half.send(b"GET /api/rooms HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthori")  # and never the rest
+            half.wait_read_by_server()
             mute = silent_websocket(victim.port)
             held = [*idle, half, mute]
             watching = threading.Event()

@@ -21,11 +21,14 @@ const plain = (value) => {
 };
 
 const manager = new Manager(scenario.url, { reconnection: false, transports: scenario.transports });
+let finished = false;
 const finish = (code) => {
+  if (finished) return;
+  finished = true;
   report.transport = manager.engine ? manager.engine.transport.name : null;
   manager.engine?.close();
-  process.stdout.write(JSON.stringify(report) + "\n");
-  process.exit(code);
+  // Exit once the report is written: stdout is a pipe, and exiting at once can cut it at 64 KiB.
+  process.stdout.write(JSON.stringify(report) + "\n", () => process.exit(code));
 };
 const watchdog = setTimeout(() => {
   report.timedOut = true;

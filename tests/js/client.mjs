@@ -11,11 +11,14 @@ const scenario = JSON.parse(process.argv[2]);
 const limit = scenario.timeoutMs ?? 8000;
 const report = { connected: false, socketId: null, connectError: null, transport: null, events: [], acks: [] };
 
+let finished = false;
 const finish = (code) => {
+  if (finished) return;
+  finished = true;
   report.transport = socket.io.engine ? socket.io.engine.transport.name : null;
   socket.disconnect();
-  process.stdout.write(JSON.stringify(report) + "\n");
-  process.exit(code);
+  // Exit once the report is written: stdout is a pipe, and exiting at once can cut it at 64 KiB.
+  process.stdout.write(JSON.stringify(report) + "\n", () => process.exit(code));
 };
 const watchdog = setTimeout(() => {
   report.timedOut = true;

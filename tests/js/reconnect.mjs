@@ -7,10 +7,13 @@ const { url, token, timeoutMs = 20000 } = JSON.parse(process.argv[2]);
 const report = { shutdownNotice: null, disconnectReason: null, reconnected: false, firstId: null, secondId: null };
 const socket = io(url, { auth: { token }, transports: ["websocket"], reconnectionDelay: 200, reconnectionDelayMax: 500 });
 
+let finished = false;
 const finish = (code) => {
+  if (finished) return;
+  finished = true;
   socket.disconnect();
-  process.stdout.write(JSON.stringify(report) + "\n");
-  process.exit(code);
+  // Exit once the report is written: stdout is a pipe, and exiting at once can cut it at 64 KiB.
+  process.stdout.write(JSON.stringify(report) + "\n", () => process.exit(code));
 };
 setTimeout(() => {
   report.timedOut = true;

@@ -15,6 +15,7 @@ import uuid
 from typing import Any, Iterator
 
 import pytest
+import requests
 import socketio
 
 from tests.live.test_admin_live import AdminClient
@@ -42,6 +43,8 @@ USERS: dict[str, dict[str, Any]] = {
     "stan": {},
     # disconnect and ban
     "dora": {}, "bella": {}, "bert": {},
+    # logout
+    "lou": {},
     # the worker
     "nora": {}, "ned": {},
     # the official client
@@ -246,6 +249,20 @@ def test_disconnect_and_ban_from_a_close_sockets_on_b_and_c(three: Grid, tabs, a
         refused.connect(three.servers[2].url, three.token("bella"))
     bert.assert_count_stays("session_revoked", 0, window=0)
     assert bert.sio.connected and bert.sio.call("ping", timeout=WAIT)["success"]
+
+
+def test_a_token_logged_out_on_a_is_refused_by_b_at_once(three: Grid, tabs):
+    # A token of its own: B has verified it (and keeps it for a few seconds) when it is logged out on A.
+    token = three.seeder.token("lou")
+    lou_b = tabs("lou@b", three.servers[1], token)
+    answer = requests.post(three.servers[0].url + "/api/auth/logout", headers={"Authorization": f"Bearer {token}"},
+                           timeout=WAIT)
+    assert answer.status_code == 200 and answer.json()["success"]
+    refused = Client("lou-again")
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        refused.connect(three.servers[1].url, token)
+    assert lou_b.wait_for("session_revoked")["reason"] == "logged out"
+    wait_until(lambda: not lou_b.sio.connected, WAIT, "the logged-out socket was not closed")
 
 
 def test_a_notification_from_the_celery_worker_reaches_a_user_on_c(three: Grid, tabs):

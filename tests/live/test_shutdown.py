@@ -196,6 +196,7 @@ def test_idle_kept_alive_connections_are_closed_when_the_drain_begins(live_serve
         conn.request("/health")
     half = RawConnection(server.port)
     half.send(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nAcc")
+    half.wait_read_by_server()  # being read by its handler, not waiting to be
     held = [*idle, half]
     stop_watching = threading.Event()
     watch_until_ended(held, stop_watching)

@@ -217,9 +217,29 @@ def test_a_connection_while_the_database_is_down_is_refused_unavailable(app, mak
     def down(*args, **kwargs):
         raise database_down()
 
-    monkeypatch.setattr(tokens, "resolve_token", down)
+    monkeypatch.setattr(tokens, "_account", down)
+    tokens.identity_cache(app).clear()  # the first connection's token is read again
     client.connect(auth={"token": token})
     assert not client.is_connected()
+    [refusal] = [pkt.data for pkt in sent if pkt.packet_type == 4]  # CONNECT_ERROR
+    assert refusal["data"]["code"] == "UNAVAILABLE" and refusal["data"]["retryAfterMs"] > 0
+
+
+def test_a_token_this_instance_verified_is_refused_unavailable_while_the_database_is_down(app, make_user, token_for,
+                                                                                         probe_fails):
+    token = token_for(make_user("bob"))
+    client = socketio.test_client(app, auth={"token": token})  # verified and kept by this instance
+    client.disconnect()
+    app.extensions["nexus.outages"].report(DATABASE, database_down())
+    sent = []
+    server = socketio.server
+    original = server._send_packet
+    server._send_packet = lambda eio_sid, pkt: (sent.append(pkt), original(eio_sid, pkt))
+    try:
+        client.connect(auth={"token": token})
+    finally:
+        server._send_packet = original
+    assert not client.is_connected()  # its welcome could not be read
     [refusal] = [pkt.data for pkt in sent if pkt.packet_type == 4]  # CONNECT_ERROR
     assert refusal["data"]["code"] == "UNAVAILABLE" and refusal["data"]["retryAfterMs"] > 0
 

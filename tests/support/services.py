@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import uuid
@@ -118,8 +119,49 @@ def _worker_database(url: str, worker: str) -> str:
     return _WORKER_DATABASES[worker]
 
 
+#: Ports handed out by free_port in this process (never twice).
+_HANDED_OUT: set[int] = set()
+#: Lowest port free_port draws from.
+_LOWEST_PORT = 10_000
+#: Ports the machine's own services take when they (re)start, even if free now: RabbitMQ's
+#: distribution and management, epmd, NATS's cluster and monitoring, MQTT.
+_SERVICE_PORTS = frozenset({25672, 15672, 15692, 4369, 6222, 8222, 1883, 8883, 9001, 61613})
+
+
+def _ephemeral_low() -> int:
+    """The lowest port of the kernel's ephemeral range (where outgoing connections take theirs)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port nothing listens on, for a server a test starts.
+
+    Drawn from below the kernel's ephemeral range: a port the kernel picks as free (bind to 0)
+    comes from that range, where any outgoing connection may take it before the server binds it
+    (a busy suite saw its Redis fail with "Address already in use"). Each pytest-xdist worker
+    draws from a range of its own, and no port is handed out twice by one process."""
+    low, high = _LOWEST_PORT, _ephemeral_low() - 1
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    index = int(worker[2:]) if worker[2:].isascii() and worker[2:].isdigit() else 0
+    if high - low >= 1000 * count:
+        width = (high - low) // count
+        low, high = low + index * width, low + (index + 1) * width - 1
+        for _ in range(500):
+            port = random.randint(low, high)
+            if port in _HANDED_OUT or port in _SERVICE_PORTS:
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _HANDED_OUT.add(port)
+            return port
+    with socket.socket() as sock:  # no room below the ephemeral range: the kernel's pick
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
