@@ -4,7 +4,6 @@ sequence of connects, joins, leaves, room closes and disconnects."""
 from __future__ import annotations
 
 import random
-import time
 from types import SimpleNamespace
 
 import socketio
