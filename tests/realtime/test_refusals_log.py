@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import socket
 import time
 
 import pytest
@@ -189,7 +190,10 @@ def metric(server, name: str, labels: str) -> float:
 
 
 def test_ten_thousand_typing_events_in_one_burst_write_a_handful_of_lines(server):
-    ws = open_raw(server, connect='40{"token":"%s"}' % server.seeder.token("flooder"))
+    # A small receive window: what the server answers waits on its side while the burst goes on,
+    # and must still arrive (the DISCONNECT last) when the server ends the connection.
+    ws = open_raw(server, connect='40{"token":"%s"}' % server.seeder.token("flooder"),
+                  sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
     before = server.log().count("\n")
     frame = '42["typing_start",{"roomId":"general"}]'
     sent = 0
