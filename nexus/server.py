@@ -56,7 +56,7 @@ READER_LINGER_S = 0.05
 #: How long a watched WebSocket that is over may take to hand its last frames to the client (what
 #: waited behind a slow reader, then the close frame) and to read what the client still sends,
 #: before its socket is closed regardless (`LimitedWebSocket._close_gently`).
-CLOSE_FLUSH_S = 2.0
+CLOSE_FLUSH_S = 5.0
 
 
 class MessageTooBig(Exception):
