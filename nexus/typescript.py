@@ -213,13 +213,23 @@ def _sockets(maps: list[tuple[str, str, str]], claim: _Names) -> list[str]:
 
 
 def _client_signature(event: ClientEvent) -> str:
+    """The event's function type: its payload (if it has one) and ack; one tuple per way of calling it
+    where the payload or the ack may be left out (socket.io-client's `timeout().emit` then still
+    types the ack's error argument, which an optional parameter would not)."""
     base = pascal(event.name)
     ack = f"ack: (response: {base}Response) => void"
+    payload = f"payload: {base}Payload"
     if event.payload is None:
-        return f"({ack}) => void"
-    if event.payload.optional:
-        return f"(...args: [{ack}] | [payload: {base}Payload, {ack}]) => void"
-    return f"(payload: {base}Payload, {ack}) => void"
+        calls = [[ack]]
+    elif event.payload.optional:
+        calls = [[ack], [payload, ack]]
+    else:
+        calls = [[payload, ack]]
+    if event.ack_optional:
+        calls = [call[:-1] for call in calls] + calls
+    if len(calls) == 1:
+        return f"({', '.join(calls[0])}) => void"
+    return f"(...args: {' | '.join('[' + ', '.join(call) + ']' for call in calls)}) => void"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -695,11 +695,11 @@ export type BanUserResponse = Ack<UserChanged, "USER_NOT_FOUND" | "FORBIDDEN" | 
 /** What clients send on `/`: Everything front ends use: chat, presence, notifications, ping, authenticate. */
 export interface DefaultClientToServerEvents {
   /** Answered by the ack and by a `pong` event (with `clientTimestamp` when a timestamp was sent). */
-  ping: (...args: [ack: (response: PingResponse) => void] | [payload: PingPayload, ack: (response: PingResponse) => void]) => void;
+  ping: (...args: [] | [payload: PingPayload] | [ack: (response: PingResponse) => void] | [payload: PingPayload, ack: (response: PingResponse) => void]) => void;
   /** Turn a guest socket into the token's user (or renew an expiring token). */
   authenticate: (payload: AuthenticatePayload, ack: (response: AuthenticateResponse) => void) => void;
   /** Record what the user did in the front end, for audit; sent to no one. */
-  user_action: (payload: UserActionPayload, ack: (response: UserActionResponse) => void) => void;
+  user_action: (...args: [payload: UserActionPayload] | [payload: UserActionPayload, ack: (response: UserActionResponse) => void]) => void;
   /** Mark one of the user's notifications read. */
   notification_read: (payload: NotificationReadPayload, ack: (response: NotificationReadResponse) => void) => void;
   /** Join a chat room (made on first join: public, or the `kind` asked; an existing room of another kind is CONFLICT); with `since`, the messages after that seq come first as `room_message`; the others get `room_joined`. */
@@ -717,13 +717,13 @@ export interface DefaultClientToServerEvents {
   /** A page of a room's or a direct conversation's messages by seq. */
   get_history: (payload: GetHistoryPayload, ack: (response: GetHistoryResponse) => void) => void;
   /** Move the read marker of a room ({roomId, seq}) or a direct conversation ({with, seq}). */
-  mark_read: (payload: MarkReadPayload, ack: (response: MarkReadResponse) => void) => void;
+  mark_read: (...args: [payload: MarkReadPayload] | [payload: MarkReadPayload, ack: (response: MarkReadResponse) => void]) => void;
   /** `user_typing` (isTyping true) to the room's others; ends by itself after a while. */
-  typing_start: (payload: TypingStartPayload, ack: (response: TypingStartResponse) => void) => void;
+  typing_start: (...args: [payload: TypingStartPayload] | [payload: TypingStartPayload, ack: (response: TypingStartResponse) => void]) => void;
   /** `user_typing` (isTyping false) to the room's others. */
-  typing_stop: (payload: TypingStopPayload, ack: (response: TypingStopResponse) => void) => void;
+  typing_stop: (...args: [payload: TypingStopPayload] | [payload: TypingStopPayload, ack: (response: TypingStopResponse) => void]) => void;
   /** Choose a status; `user_updated` to everyone (`offline` is invisible: others get `user_offline`). */
-  update_status: (payload: UpdateStatusPayload, ack: (response: UpdateStatusResponse) => void) => void;
+  update_status: (...args: [payload: UpdateStatusPayload] | [payload: UpdateStatusPayload, ack: (response: UpdateStatusResponse) => void]) => void;
   /** The online list, as the ack. */
   get_online_users: (ack: (response: GetOnlineUsersResponse) => void) => void;
 }
@@ -797,11 +797,11 @@ export interface ChatClientToServerEvents {
   /** A page of a room's or a direct conversation's messages by seq. */
   get_history: (payload: GetHistoryPayload, ack: (response: GetHistoryResponse) => void) => void;
   /** Move the read marker of a room ({roomId, seq}) or a direct conversation ({with, seq}). */
-  mark_read: (payload: MarkReadPayload, ack: (response: MarkReadResponse) => void) => void;
+  mark_read: (...args: [payload: MarkReadPayload] | [payload: MarkReadPayload, ack: (response: MarkReadResponse) => void]) => void;
   /** `user_typing` (isTyping true) to the room's others; ends by itself after a while. */
-  typing_start: (payload: TypingStartPayload, ack: (response: TypingStartResponse) => void) => void;
+  typing_start: (...args: [payload: TypingStartPayload] | [payload: TypingStartPayload, ack: (response: TypingStartResponse) => void]) => void;
   /** `user_typing` (isTyping false) to the room's others. */
-  typing_stop: (payload: TypingStopPayload, ack: (response: TypingStopResponse) => void) => void;
+  typing_stop: (...args: [payload: TypingStopPayload] | [payload: TypingStopPayload, ack: (response: TypingStopResponse) => void]) => void;
 }
 
 /** What the server sends on `/chat`. */
@@ -843,7 +843,7 @@ export interface ChatServerToClientEvents {
 /** What clients send on `/presence`: Status and the online list alone. */
 export interface PresenceClientToServerEvents {
   /** Choose a status; `user_updated` to everyone (`offline` is invisible: others get `user_offline`). */
-  update_status: (payload: UpdateStatusPayload, ack: (response: UpdateStatusResponse) => void) => void;
+  update_status: (...args: [payload: UpdateStatusPayload] | [payload: UpdateStatusPayload, ack: (response: UpdateStatusResponse) => void]) => void;
   /** The online list, as the ack. */
   get_online_users: (ack: (response: GetOnlineUsersResponse) => void) => void;
 }

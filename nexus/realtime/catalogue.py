@@ -77,6 +77,9 @@ class ClientEvent:
     cost: int = 1
     #: A valid payload, shown in the AsyncAPI document (and checked against the schema by the tests).
     example: Any = None
+    #: Commonly sent without an ack (`update_status('online')`, typing): its refusals then come as an
+    #: `error` event, and the TypeScript types accept it with or without the callback.
+    ack_optional: bool = False
 
     @property
     def error_codes(self) -> tuple[str, ...]:
@@ -171,16 +174,19 @@ CHAT_EVENTS = (
         Payload(chat.MarkReadSchema, aliases={"roomId": "room"}),
         replies.MarkedReadSchema, ("ROOM_NOT_FOUND", "FORBIDDEN", "NOT_FOUND", "USER_NOT_FOUND"),
         example={"roomId": "general", "seq": 42},
+ack_optional=True,
     ),
     ClientEvent(
         "typing_start", "`user_typing` (isTyping true) to the room's others; ends by itself after a while.",
         Payload(chat.TypingSchema, bare="room", aliases={"roomId": "room"}),
         replies.TypingAckSchema, ("NOT_IN_ROOM",), example="general",
+ack_optional=True,
     ),
     ClientEvent(
         "typing_stop", "`user_typing` (isTyping false) to the room's others.",
         Payload(chat.TypingSchema, bare="room", aliases={"roomId": "room"}),
         replies.TypingAckSchema, ("NOT_IN_ROOM",), example={"roomId": "general"},
+ack_optional=True,
     ),
 )
 
@@ -190,6 +196,7 @@ PRESENCE_EVENTS = (
         "`user_offline`).",
         Payload(StatusSchema, bare="status"), replies.StatusChangedSchema, ("FORBIDDEN", "USER_NOT_FOUND"),
         example="busy",
+        ack_optional=True,
     ),
     ClientEvent(
         "get_online_users", "The online list, as the ack.", None, replies.OnlineUsersAckSchema,
@@ -200,6 +207,7 @@ DEFAULT_EVENTS = (
     ClientEvent(
         "ping", "Answered by the ack and by a `pong` event (with `clientTimestamp` when a timestamp was sent).",
         Payload(PingSchema, optional=True), replies.PongSchema, example={"timestamp": 1700000000000},
+ack_optional=True,
     ),
     ClientEvent(
         "authenticate", "Turn a guest socket into the token's user (or renew an expiring token).",
@@ -211,6 +219,7 @@ DEFAULT_EVENTS = (
         "user_action", "Record what the user did in the front end, for audit; sent to no one.",
         Payload(UserActionSchema), replies.ActionRecordedSchema, ("FORBIDDEN",),
         example={"action": "opened_settings", "data": {"tab": "profile"}},
+ack_optional=True,
     ),
     ClientEvent(
         "notification_read", "Mark one of the user's notifications read.",

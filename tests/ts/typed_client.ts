@@ -42,6 +42,7 @@ const defaultSends: { [E in keyof ClientToServerEvents]: () => void } = {
     socket.emit("ping", { timestamp: Date.now() }, (response) => {
       if (response.success) console.log(response.clientTimestamp);
     });
+    socket.emit("ping", { timestamp: Date.now() });  // answered by the `pong` event alone
   },
   authenticate: () => {
     socket.emit("authenticate", token, (response) => {
@@ -50,7 +51,7 @@ const defaultSends: { [E in keyof ClientToServerEvents]: () => void } = {
     });
     socket.emit("authenticate", { token }, () => undefined);
   },
-  user_action: () => socket.emit("user_action", { action: "opened_settings", data: { tab: "profile" } }, () => undefined),
+  user_action: () => socket.emit("user_action", { action: "opened_settings", data: { tab: "profile" } }),
   notification_read: () => {
     socket.emit("notification_read", 12, (response) => {
       if (response.success) console.log(response.notification.read, response.notification.from.name);
@@ -100,10 +101,13 @@ const defaultSends: { [E in keyof ClientToServerEvents]: () => void } = {
     socket.emit("mark_read", { roomId: "general", seq: 42 }, (response) => {
       if (response.success) console.log(response.lastReadSeq);
     });
-    socket.emit("mark_read", { with: 7, seq: 3 }, () => undefined);
+    socket.emit("mark_read", { with: 7, seq: 3 });
   },
-  typing_start: () => socket.emit("typing_start", "general", () => undefined),
-  typing_stop: () => socket.emit("typing_stop", { roomId: "general" }, () => undefined),
+  typing_start: () => {
+    socket.emit("typing_start", "general");  // without an ack: a refusal comes as an `error` event
+    socket.emit("typing_start", "general", () => undefined);
+  },
+  typing_stop: () => socket.emit("typing_stop", { roomId: "general" }),
   update_status: () => socket.emit("update_status", "busy", (response) => {
     if (response.success) console.log(response.version, response.status);
   }),
@@ -126,7 +130,10 @@ const chatSends: { [E in keyof ChatClientToServerEvents]: () => void } = {
 };
 
 const presenceSends: { [E in keyof PresenceClientToServerEvents]: () => void } = {
-  update_status: () => presence.emit("update_status", { status: "away" }, () => undefined),
+  update_status: () => {
+    presence.emit("update_status", "online");  // as the documented front ends send it
+    presence.emit("update_status", { status: "away" }, () => undefined);
+  },
   get_online_users: () => presence.emit("get_online_users", () => undefined),
 };
 
@@ -241,6 +248,9 @@ socket.timeout(5000).emit("join_room", "general", (err, response) => {
   if (err) return console.warn("no answer in time");
   if (response.success) console.log(response.memberCount);
 });
+socket.timeout(5000).emit("update_status", "away", (err, response) => {  // an ack that may be left out
+  if (!err && response.success) console.log(response.status);
+});
 
 // -- what the types refuse -------------------------------------------------------------------------
 
@@ -248,6 +258,10 @@ socket.timeout(5000).emit("join_room", "general", (err, response) => {
 socket.emit("join_room", 42, () => undefined);
 // @ts-expect-error there is no such status
 socket.emit("update_status", "asleep", () => undefined);
+// @ts-expect-error there is no such status, with or without an ack
+socket.emit("update_status", "asleep");
+// @ts-expect-error joining is answered by its ack: it is not left out
+socket.emit("join_room", "general");
 // @ts-expect-error a message needs content
 socket.emit("send_message", { roomId: "general" }, () => undefined);
 // @ts-expect-error not an event of /chat
