@@ -107,6 +107,9 @@ def _client_messages(event: ClientEvent, described: catalogue.Described) -> dict
         request_message["payload"] = payload
         if event.payload is not None and event.payload.optional:
             request_message["description"] = "The payload may be left out: `socket.emit(event, ack)`."
+    if event.ack_optional:
+        leave_out = "The ack may be left out: a refusal then comes as an `error` event."
+        request_message["description"] = " ".join(filter(None, (request_message.get("description"), leave_out)))
     if event.example is not None:
         request_message["examples"] = [{"name": "example", "payload": event.example}]
     success = described.acks[event.name]

@@ -61,6 +61,9 @@ def test_each_client_event_has_its_acks_and_refusal_codes(client):
     assert {"FORBIDDEN", "ROOM_NOT_FOUND", "LIMIT_REACHED", "VALIDATION_ERROR", "RATE_LIMITED"} <= set(codes)
     assert document["components"]["messages"]["join_room"]["x-rate-cost"] == 2
     assert document["components"]["messages"]["room_message"]["x-rooms"] == [catalogue.ROOM]
+    messages = document["components"]["messages"]
+    assert "ack may be left out" in messages["update_status"]["description"]
+    assert "ack may be left out" not in messages["join_room"].get("description", "")
 
 
 # -- a live server ------------------------------------------------------------------------------
