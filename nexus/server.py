@@ -1067,8 +1067,10 @@ class NexusHandler(WebSocketHandler):
             for _ in self.application(self.environ, lambda status, headers, exc_info=None: []):
                 pass
         finally:
-            if not ws.closed and ws.handler is self:
-                ws.close()
+            if ws.handler is self:  # read here to its end (TLS): what waits goes out before the socket closes
+                if not ws.closed:
+                    ws.close()
+                ws.flushed(CLOSE_FLUSH_S)
             self.environ["wsgi.websocket"] = None
             self.websocket = None
 

@@ -2,12 +2,17 @@
 through TLS both ways, and a connection stays on WebSocket, answers events and gets broadcasts."""
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
+import os
 import secrets
 import shutil
 import socket
+import ssl
+import struct
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.security.attack import frame
 from tests.support import services
 from tests.support.live import LiveServerFactory
 
@@ -122,3 +128,68 @@ def test_a_failed_tls_handshake_is_one_client_error_line_and_the_server_goes_on(
         time.sleep(0.05)
     log = tls_server.log()
     assert "Traceback" not in log and "SSLEOFError" not in log, log[-3000:]
+
+
+def test_a_client_that_reads_late_over_tls_still_gets_all_that_was_sent_before_the_close(tls_server):
+    # As over plain TCP (tests/protocol/test_idle_reader.py): a small receive window and nothing read
+    # while the client's Engine.IO close packet ends the session, more frames behind it: the answers
+    # sent before the end, then the close frame, still reach the client.
+    host, port = tls_server.url.removeprefix("https://").rsplit(":", 1)
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.settimeout(WAIT)
+    raw.connect((host, int(port)))
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    sock = context.wrap_socket(raw)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, data
+        data += chunk
+    head, _, buffer = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    sock.sendall(frame(0x1, b"40"))
+    pings = 2000
+    sock.sendall(b"".join(frame(0x1, f'42{n}["ping"]'.encode()) for n in range(pings)) + frame(0x1, b"1"))
+
+    def more() -> None:  # until the server's end of the stream tells the client to stop
+        try:
+            for n in range(pings, pings + 100):
+                sock.sendall(frame(0x1, f'42{n}["ping",{{"pad":"{"x" * 8000}"}}]'.encode()))
+        except OSError:
+            pass
+
+    sending = threading.Thread(target=more, daemon=True)
+    sending.start()
+    acks, closing = set(), None
+    while closing is None:
+        try:
+            chunk = sock.recv(1 << 16)
+        except (ssl.SSLError, ConnectionResetError) as exc:  # the end of the stream without close_notify
+            raise AssertionError(f"{len(acks)} acks, then {exc!r}") from None
+        if not chunk:
+            break
+        buffer += chunk
+        while len(buffer) >= 2:
+            length, offset = buffer[1] & 0x7F, 2
+            if length == 126:
+                length, offset = struct.unpack("!H", buffer[2:4])[0], 4
+            elif length == 127:
+                length, offset = struct.unpack("!Q", buffer[2:10])[0], 10
+            if len(buffer) < offset + length:
+                break
+            opcode, payload = buffer[0] & 0x0F, buffer[offset:offset + length]
+            buffer = buffer[offset + length:]
+            if opcode == 0x8:
+                closing = payload
+            elif opcode == 0x1 and payload.startswith(b"43"):
+                acks.add(int(payload[2:payload.index(b"[")]))
+    sending.join(WAIT)
+    sock.close()
+    assert len(acks) == pings
+    assert closing is not None and struct.unpack("!H", closing[:2])[0] == 1000
