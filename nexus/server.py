@@ -553,6 +553,23 @@ class LimitedWebSocket(WebSocket):
         finally:
             dropping.kill()
 
+    def close_gently_here(self) -> None:
+        """`_close_gently` for a connection its handler's greenlet reads (TLS), before the handler
+        returns and its socket closes: what waits goes out, then the end of the stream (TCP's: the
+        TLS session ends there), then what the client still sends is read and dropped until it
+        closes its side, at most CLOSE_FLUSH_S in all."""
+        sock = self._socket
+        deadline = time.monotonic() + CLOSE_FLUSH_S
+        if sock is None or not self.flushed(CLOSE_FLUSH_S):
+            return
+        try:
+            sock.shutdown(socket.SHUT_WR)  # an SSL socket reads the raw stream from then on: dropped anyway
+            with gevent.Timeout(max(0.0, deadline - time.monotonic()), False):
+                while sock.recv(65536):
+                    pass
+        except OSError:
+            pass
+
     @staticmethod
     def _drop_incoming(raw: Any) -> None:
         """Read and drop what arrives on `raw` until the client closes its side (or it fails)."""
@@ -1067,10 +1084,10 @@ class NexusHandler(WebSocketHandler):
             for _ in self.application(self.environ, lambda status, headers, exc_info=None: []):
                 pass
         finally:
-            if ws.handler is self:  # read here to its end (TLS): what waits goes out before the socket closes
+            if ws.handler is self:  # read here to its end (TLS)
                 if not ws.closed:
                     ws.close()
-                ws.flushed(CLOSE_FLUSH_S)
+                ws.close_gently_here()
             self.environ["wsgi.websocket"] = None
             self.websocket = None
 

@@ -12,7 +12,6 @@ import socket
 import ssl
 import struct
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.security.attack import frame
+from tests.security.attack import frame, ping_then_read_late
 from tests.support import services
 from tests.support.live import LiveServerFactory
 
@@ -154,42 +153,10 @@ def test_a_client_that_reads_late_over_tls_still_gets_all_that_was_sent_before_t
     head, _, buffer = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 101"), head
     sock.sendall(frame(0x1, b"40"))
-    pings = 2000
-    sock.sendall(b"".join(frame(0x1, f'42{n}["ping"]'.encode()) for n in range(pings)) + frame(0x1, b"1"))
-
-    def more() -> None:  # until the server's end of the stream tells the client to stop
-        try:
-            for n in range(pings, pings + 100):
-                sock.sendall(frame(0x1, f'42{n}["ping",{{"pad":"{"x" * 8000}"}}]'.encode()))
-        except OSError:
-            pass
-
-    sending = threading.Thread(target=more, daemon=True)
-    sending.start()
-    acks, closing = set(), None
-    while closing is None:
-        try:
-            chunk = sock.recv(1 << 16)
-        except (ssl.SSLError, ConnectionResetError) as exc:  # the end of the stream without close_notify
-            raise AssertionError(f"{len(acks)} acks, then {exc!r}") from None
-        if not chunk:
-            break
-        buffer += chunk
-        while len(buffer) >= 2:
-            length, offset = buffer[1] & 0x7F, 2
-            if length == 126:
-                length, offset = struct.unpack("!H", buffer[2:4])[0], 4
-            elif length == 127:
-                length, offset = struct.unpack("!Q", buffer[2:10])[0], 10
-            if len(buffer) < offset + length:
-                break
-            opcode, payload = buffer[0] & 0x0F, buffer[offset:offset + length]
-            buffer = buffer[offset + length:]
-            if opcode == 0x8:
-                closing = payload
-            elif opcode == 0x1 and payload.startswith(b"43"):
-                acks.add(int(payload[2:payload.index(b"[")]))
-    sending.join(WAIT)
+    try:
+        acks, closing = ping_then_read_late(sock, buffer, pings=2000)
+    except (ssl.SSLError, ConnectionResetError) as exc:  # the end of the stream without a close frame
+        raise AssertionError(f"the connection ended with {exc!r}") from None
     sock.close()
-    assert len(acks) == pings
+    assert len(acks) == 2000
     assert closing is not None and struct.unpack("!H", closing[:2])[0] == 1000

@@ -15,7 +15,6 @@ import signal
 import socket
 import struct
 import sys
-import threading
 import time
 from typing import Callable
 
@@ -28,7 +27,7 @@ from geventwebsocket.websocket import Stream
 
 from nexus.server import ConnectionPool, LimitedWebSocket, frame_header
 from tests.protocol.eio import handshake, ws_open
-from tests.security.attack import WAIT, frame, open_raw, recv_until
+from tests.security.attack import WAIT, frame, open_raw, ping_then_read_late, recv_until, server_frames
 from tests.support import services
 from tests.support.live import LiveServer, LiveServerFactory
 
@@ -129,19 +128,7 @@ class Raw:
 
     def frames(self) -> list[tuple[int, bytes]]:
         """The whole frames in the buffer, taken out of it."""
-        found = []
-        buffer = self.buffer
-        while len(buffer) >= 2:
-            length, offset = buffer[1] & 0x7F, 2
-            if length == 126:
-                length, offset = struct.unpack("!H", buffer[2:4])[0], 4
-            elif length == 127:
-                length, offset = struct.unpack("!Q", buffer[2:10])[0], 10
-            if len(buffer) < offset + length:
-                break
-            found.append((buffer[0] & 0x0F, buffer[offset:offset + length]))
-            buffer = buffer[offset + length:]
-        self.buffer = buffer
+        found, self.buffer = server_frames(self.buffer)
         return found
 
     def recv_once(self, timeout: float = WAIT) -> list[str]:
@@ -425,33 +412,9 @@ def test_a_client_that_reads_late_still_gets_all_that_was_sent_before_the_server
     # the unread frames would reset the connection, and the reset would destroy the answers the
     # client had not read yet.
     raw = connected(server, receive_buffer=4096)
-    pings = 2000
-    raw.sock.sendall(b"".join(frame(0x1, f'42{n}["ping"]'.encode()) for n in range(pings)) + frame(0x1, b"1"))
-
-    def more() -> None:  # until the server's end of the stream tells the client to stop
-        try:
-            for n in range(pings, pings + 100):
-                raw.sock.sendall(frame(0x1, f'42{n}["ping",{{"pad":"{"x" * 8000}"}}]'.encode()))
-        except OSError:
-            pass
-
-    sending = threading.Thread(target=more, daemon=True)
-    sending.start()
-    acks, closing = set(), None
-    raw.sock.settimeout(WAIT)
-    while True:
-        chunk = raw.sock.recv(1 << 16)  # a reset (ConnectionResetError) fails the test
-        if not chunk:
-            break
-        raw.buffer += chunk
-        for opcode, payload in raw.frames():
-            if opcode == 0x8:
-                closing = payload
-            elif opcode == 0x1 and payload.startswith(b"43"):
-                acks.add(int(payload[2:payload.index(b"[")]))
-    sending.join(WAIT)
+    acks, closing = ping_then_read_late(raw.sock, raw.buffer, pings=2000)  # a reset fails the test
     raw.close()
-    assert len(acks) == pings
+    assert len(acks) == 2000
     assert closing is not None and struct.unpack("!H", closing[:2])[0] == 1000
 
 

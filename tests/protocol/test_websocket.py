@@ -12,6 +12,7 @@ from geventwebsocket.websocket import Header, Stream
 
 from nexus.protocol.websocket import DirectOutput, frame_of
 from nexus.server import LimitedWebSocket, frame_header, unmask
+from tests.security.attack import server_frames
 
 
 @pytest.mark.parametrize("length", [0, 1, 125, 126, 65535, 65536, 70000])
@@ -71,17 +72,8 @@ def _read_frames(sock, count):
     while len(frames) < count:
         chunk = sock.recv(1 << 20)
         assert chunk, "connection closed early"
-        data += chunk
-        while len(data) >= 2:
-            length, offset = data[1] & 0x7F, 2
-            if length == 126:
-                length, offset = struct.unpack("!H", data[2:4])[0], 4
-            elif length == 127:
-                length, offset = struct.unpack("!Q", data[2:10])[0], 10
-            if len(data) < offset + length:
-                break
-            frames.append(data[offset:offset + length])
-            data = data[offset + length:]
+        found, data = server_frames(data + chunk)
+        frames += [payload for _, payload in found]
     return frames
 
 

@@ -236,26 +236,34 @@ def frame(opcode: int, payload: bytes, **flags: Any) -> bytes:
     return frame_header(opcode, len(payload), **flags) + payload
 
 
+def server_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """The whole (unmasked) server frames at the start of `data`, as (opcode, payload), and the rest."""
+    frames = []
+    while len(data) >= 2:
+        length = data[1] & 0x7F
+        start = 2 + (2 if length == 126 else 8 if length == 127 else 0)
+        if len(data) < start:
+            break
+        if length == 126:
+            length = struct.unpack("!H", data[2:4])[0]
+        elif length == 127:
+            length = struct.unpack("!Q", data[2:10])[0]
+        if len(data) < start + length:
+            break
+        frames.append((data[0] & 0x0F, data[start:start + length]))
+        data = data[start + length:]
+    return frames, data
+
+
 def close_code(sock: socket.socket, timeout: float = WAIT) -> int | None:
     """Read raw frames until a close frame: its status code (None if the connection just ended)."""
     data = b""
     sock.settimeout(timeout)
     while True:
-        while len(data) >= 2:
-            length = data[1] & 0x7F
-            start = 2 + (2 if length == 126 else 8 if length == 127 else 0)
-            if len(data) < start:
-                break
-            if length == 126:
-                length = struct.unpack("!H", data[2:4])[0]
-            elif length == 127:
-                length = struct.unpack("!Q", data[2:10])[0]
-            if len(data) < start + length:
-                break
-            opcode, payload = data[0] & 0x0F, data[start:start + length]
+        frames, data = server_frames(data)
+        for opcode, payload in frames:
             if opcode == 0x8:
                 return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
-            data = data[start + length:]
         try:
             chunk = sock.recv(65536)
         except (TimeoutError, ConnectionResetError):
@@ -263,6 +271,37 @@ def close_code(sock: socket.socket, timeout: float = WAIT) -> int | None:
         if not chunk:
             return None
         data += chunk
+
+
+def ping_then_read_late(sock: socket.socket, buffer: bytes = b"", pings: int = 2000) -> tuple[set[int], bytes | None]:
+    """On a WebSocket past its Engine.IO open and namespace CONNECT: `pings` pings with acks and the
+    Engine.IO close packet sent without reading anything, then more frames the server will not
+    handle (from a thread, until the server's end of the stream stops them), and only then reading
+    to the end of the stream. Returns the ack ids read and the close frame's payload (None if none
+    came). A reset while reading raises: it destroys what the client has not read yet."""
+    sock.sendall(b"".join(frame(0x1, f'42{n}["ping"]'.encode()) for n in range(pings)) + frame(0x1, b"1"))
+
+    def more() -> None:
+        with contextlib.suppress(OSError):
+            for n in range(pings, pings + 100):
+                sock.sendall(frame(0x1, f'42{n}["ping",{{"pad":"{"x" * 8000}"}}]'.encode()))
+
+    sending = threading.Thread(target=more, daemon=True)
+    sending.start()
+    acks, closing = set(), None
+    sock.settimeout(WAIT)
+    while True:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            break
+        frames, buffer = server_frames(buffer + chunk)
+        for opcode, payload in frames:
+            if opcode == 0x8:
+                closing = payload
+            elif opcode == 0x1 and payload.startswith(b"43"):
+                acks.add(int(payload[2:payload.index(b"[")]))
+    sending.join(WAIT)
+    return acks, closing
 
 
 def send_quietly(sock: socket.socket, data: bytes) -> bool:
