@@ -12,8 +12,7 @@ pytestmark = pytest.mark.live
 
 
 def test_swagger_ui_runs_under_the_csp_and_calls_the_api(live_server, browser):  # noqa: F811
-    if not (services.ROOT / "node_modules/swagger-ui-dist/swagger-ui-bundle.js").is_file():
-        pytest.skip("node_modules/swagger-ui-dist is missing: run `npm ci`")
+    services.require("swagger-ui")
     url, _seeder = live_server.database()
     server = live_server.start(url)
     document = requests.get(server.url + "/api/openapi.json", timeout=10).json()

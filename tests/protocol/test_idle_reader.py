@@ -85,12 +85,17 @@ def settled(server, check: Callable[[dict[str, int]], bool], timeout: float = 10
 
 def quiet_counts(server) -> dict[str, int]:
     """The counts once connections of earlier tests are gone and the greenlet count holds still."""
-    previous = settled(server, lambda now: now["watched"] == 0 and now["readers"] == 0)
+    return steady(server, lambda now: now["watched"] == 0 and now["readers"] == 0)
+
+
+def steady(server, check: Callable[[dict[str, int]], bool]) -> dict[str, int]:
+    """The counts once `check` holds and the greenlet and descriptor counts hold still."""
+    previous = settled(server, check)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         time.sleep(0.2)
         now = counts(server)
-        if now["greenlets"] == previous["greenlets"] and now["fds"] == previous["fds"]:
+        if check(now) and now["greenlets"] == previous["greenlets"] and now["fds"] == previous["fds"]:
             return now
         previous = now
     return previous
@@ -315,9 +320,8 @@ def test_idle_websockets_hold_no_greenlet_and_are_still_served(server):
         upgraded.append(ws)
     sockets = fresh + upgraded
     try:
-        idle = settled(server, lambda now: now["watched"] - before["watched"] == len(sockets))
-        time.sleep(0.5)  # what connecting started (the welcome, presence) is over
-        idle = settled(server, lambda now: now["readers"] == 0)
+        # Once what connecting started (the welcome, presence) is over.
+        idle = steady(server, lambda now: now["watched"] - before["watched"] == len(sockets) and now["readers"] == 0)
         assert idle["sessions"] - before["sessions"] == len(sockets)
         assert idle["greenlets"] - before["greenlets"] <= SLACK, (before, idle)
         assert len(sockets) <= idle["watchers"] - before["watchers"] <= len(sockets) + SLACK, (before, idle)

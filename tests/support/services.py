@@ -74,6 +74,10 @@ def _problem(name: str) -> str | None:
         if not (ROOT / "node_modules" / "socket.io-client").is_dir():
             return "node_modules/socket.io-client is missing: run `npm ci`"
         return None
+    if name == "swagger-ui":  # what /api/docs serves
+        if not (ROOT / "node_modules" / "swagger-ui-dist" / "swagger-ui-bundle.js").is_file():
+            return "node_modules/swagger-ui-dist is missing: run `npm ci`"
+        return None
     raise ValueError(name)
 
 
